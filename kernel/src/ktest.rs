@@ -1,0 +1,153 @@
+//! The in-kernel test harness.
+//!
+//! Tests are plain functions registered per module with `ktests!`; a module
+//! list below gathers them. Booting with `ktest=all` (or a comma-separated
+//! list of names or name prefixes) runs them in order and prints, each at the
+//! start of a line, the fixed format the host harness parses:
+//!
+//! ```text
+//! KTEST BEGIN count=<n>
+//! KTEST RUN <name>
+//! KTEST PASS <name> (<micros> us)
+//! KTEST FAIL <name>: <message>
+//! KTEST END passed=<p> failed=<f>
+//! ```
+//!
+//! `ktest=list` prints `KTEST LIST <name>` lines instead. A test fails by
+//! panicking (`assert!`); the panic handler prints its `KTEST FAIL` line and
+//! stops the machine with a failure exit code, so the tests after it do not
+//! run and the host reports them as not run. State: the name of the running
+//! test (`RUNNING`), read by the panic handler.
+
+use alloc::vec::Vec;
+
+use crate::{power, println, sync::IrqSpinLock, time};
+
+/// One registered test.
+pub struct KTest {
+    /// The full path, `spindle_kernel::mm::frame::ktests::name`; shown as
+    /// `mm::frame::name`.
+    pub name: &'static str,
+    pub run: fn(),
+}
+
+/// Declares a module's in-kernel tests: `ktests! { fn name() { ... } ... }`.
+/// The functions live in a private `ktests` submodule that sees the
+/// enclosing module's items, and `ktests::KTESTS` lists them.
+#[macro_export]
+macro_rules! ktests {
+    ($(fn $name:ident() $body:block)*) => {
+        pub(crate) mod ktests {
+            #[allow(unused_imports)]
+            use super::*;
+            $(fn $name() $body)*
+            pub(crate) const KTESTS: &[$crate::ktest::KTest] = &[$(
+                $crate::ktest::KTest {
+                    name: concat!(module_path!(), "::", stringify!($name)),
+                    run: $name,
+                },
+            )*];
+        }
+    };
+}
+
+/// Every module's tests, in the order they run.
+const MODULES: &[&[KTest]] = &[
+    crate::cmdline::ktests::KTESTS,
+    crate::mm::frame::ktests::KTESTS,
+    crate::mm::heap::ktests::KTESTS,
+    crate::mm::paging::ktests::KTESTS,
+    crate::mm::stack::ktests::KTESTS,
+    crate::arch::trap::ktests::KTESTS,
+    crate::time::ktests::KTESTS,
+    crate::platform::ktests::KTESTS,
+];
+
+static RUNNING: IrqSpinLock<Option<&'static str>> = IrqSpinLock::new(None);
+
+/// The display name of a test: its module path without the crate name and
+/// without the `ktests` submodule.
+fn display_name(test: &KTest) -> DisplayName {
+    DisplayName(test.name)
+}
+
+struct DisplayName(&'static str);
+
+impl core::fmt::Display for DisplayName {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let path = self.0.strip_prefix("spindle_kernel::").unwrap_or(self.0);
+        let mut first = true;
+        for part in path.split("::").filter(|part| *part != "ktests") {
+            if !first {
+                f.write_str("::")?;
+            }
+            f.write_str(part)?;
+            first = false;
+        }
+        Ok(())
+    }
+}
+
+fn all_tests() -> impl Iterator<Item = &'static KTest> {
+    MODULES.iter().flat_map(|module| module.iter())
+}
+
+fn selected(selection: &str, test: &KTest) -> bool {
+    if selection == "all" {
+        return true;
+    }
+    let name = alloc::format!("{}", display_name(test));
+    selection
+        .split(',')
+        .filter(|pattern| !pattern.is_empty())
+        .any(|pattern| name.starts_with(pattern))
+}
+
+/// Runs the tests chosen by `selection` (the `ktest=` value) and stops the
+/// machine: success if every test passed, failure otherwise.
+pub fn run(selection: &str) -> ! {
+    if selection == "list" {
+        for test in all_tests() {
+            println!("KTEST LIST {}", display_name(test));
+        }
+        power::exit(power::ExitCode::Success);
+    }
+
+    let tests: Vec<&KTest> = all_tests()
+        .filter(|test| selected(selection, test))
+        .collect();
+    println!("KTEST BEGIN count={}", tests.len());
+    if tests.is_empty() {
+        println!("KTEST END passed=0 failed=0");
+        log::error!("ktest={selection}: no test has that name or prefix");
+        power::exit(power::ExitCode::Failure);
+    }
+    for test in &tests {
+        *RUNNING.lock() = Some(test.name);
+        println!("KTEST RUN {}", display_name(test));
+        let started = time::now_ns();
+        (test.run)();
+        let micros = (time::now_ns() - started) / 1_000;
+        *RUNNING.lock() = None;
+        println!("KTEST PASS {} ({} us)", display_name(test), micros);
+    }
+    println!("KTEST END passed={} failed=0", tests.len());
+    power::exit(power::ExitCode::Success);
+}
+
+/// Called by the panic handler: reports the running test as failed, if any.
+/// Returns whether a test was running.
+pub fn report_panic(message: core::fmt::Arguments) -> bool {
+    let running = RUNNING.try_lock().and_then(|guard| *guard);
+    match running {
+        Some(name) => {
+            crate::console::emergency_write(format_args!(
+                "KTEST FAIL {}: {}\n",
+                DisplayName(name),
+                message
+            ));
+            true
+        }
+        None => false,
+    }
+}
