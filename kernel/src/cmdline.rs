@@ -43,10 +43,11 @@ impl CommandLine {
     pub fn value(&self, key: &str) -> Option<&str> {
         self.as_str()
             .split_ascii_whitespace()
+            .rev()
             .filter_map(|argument| argument.split_once('='))
             .filter(|(name, _)| *name == key)
             .map(|(_, value)| value)
-            .last()
+            .next()
     }
 }
 

@@ -1,12 +1,14 @@
 //! Spindle: a bootable x86_64 unikernel.
 //!
 //! Boot sequence (boot CPU, `kmain`, on the boot stack):
-//! 1. time zero, console, an IDT without IST (so early faults are reported);
+//! 1. time zero, console, the TSC clock (calibrated against the PIT), an IDT
+//!    without IST (so early faults are reported);
 //! 2. the PVH start info (memory map, command line, RSDP), then logging;
 //! 3. memory: heap, frames, the kernel's page tables;
 //! 4. GDT and TSS with guarded IST stacks, the IDT with IST;
 //! 5. a switch to a guarded kernel stack (`kmain_on_kernel_stack`);
-//! 6. ACPI, the APICs, clock calibration, the periodic tick, interrupts on;
+//! 6. ACPI, the APICs, APIC timer calibration, the periodic tick, interrupts
+//!    on;
 //! 7. the ready line, then the in-kernel tests (`ktest=`) or idle.
 //!
 //! Subsystems (each opens with its own theory statement): `arch` (entry,
@@ -53,6 +55,7 @@ fn log_level(value: Option<&str>) -> Result<LevelFilter, &str> {
 pub extern "C" fn kmain(start_info_physical: u64) -> ! {
     time::mark_boot();
     console::init();
+    time::calibrate_tsc();
     arch::trap::load_idt(false);
 
     let boot = match pvh::BootInfo::read(start_info_physical) {
@@ -157,7 +160,8 @@ extern "C" fn kmain_on_kernel_stack() -> ! {
         );
     }
 
-    let calibration = time::calibrate();
+    let apic_timer_hz = time::calibrate_apic_timer();
+    let tsc_hz = time::tsc_hz();
     let hz = cmdline::get()
         .value("hz")
         .and_then(|hz| hz.parse().ok())
@@ -166,11 +170,11 @@ extern "C" fn kmain_on_kernel_stack() -> ! {
     x86_64::instructions::interrupts::enable();
     log::info!(
         target: "time",
-        "timer calibrated against the PIT: TSC {}.{:03} MHz, APIC timer {}.{:03} MHz (divided by {}), tick {} Hz",
-        calibration.tsc_hz / 1_000_000,
-        calibration.tsc_hz / 1_000 % 1_000,
-        calibration.apic_timer_hz / 1_000_000,
-        calibration.apic_timer_hz / 1_000 % 1_000,
+        "timer calibrated: TSC {}.{:03} MHz (against the PIT), APIC timer {}.{:03} MHz (divided by {}, against the TSC), tick {} Hz",
+        tsc_hz / 1_000_000,
+        tsc_hz / 1_000 % 1_000,
+        apic_timer_hz / 1_000_000,
+        apic_timer_hz / 1_000 % 1_000,
         arch::apic::TIMER_DIVISOR,
         time::tick_hz()
     );
@@ -184,16 +188,33 @@ extern "C" fn kmain_on_kernel_stack() -> ! {
         None => {}
         Some("panic") => panic!("deliberate panic (crash=panic)"),
         Some("exception") => arch::trap::raise_unexpected_invalid_opcode(),
+        Some("stack-overflow") => {
+            let depth = overflow_stack(0);
+            panic!("recursed {depth} levels without hitting the guard page");
+        }
         Some("hang") => {
             log::warn!("crash=hang: spinning forever with interrupts on");
             loop {
                 core::hint::spin_loop();
             }
         }
-        Some(other) => log::warn!("crash={other:?} is not one of panic, exception, hang; ignored"),
+        Some(other) => {
+            log::warn!(
+                "crash={other:?} is not one of panic, exception, stack-overflow, hang; ignored"
+            )
+        }
     }
     log::info!(target: "spindle", "no guest process to run yet: idling");
     loop {
         arch::wait_for_interrupt();
     }
+}
+
+/// Recurses until the kernel stack's guard page stops it (`crash=stack-overflow`).
+fn overflow_stack(depth: u64) -> u64 {
+    let frame = core::hint::black_box([depth; 64]);
+    if depth == u64::MAX {
+        return 0;
+    }
+    overflow_stack(depth + 1) + frame[depth as usize % 64]
 }

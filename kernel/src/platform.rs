@@ -103,6 +103,11 @@ impl core::fmt::Display for PlatformError {
 const MADT_CPU_ENABLED: u32 = 1 << 0;
 const MADT_CPU_ONLINE_CAPABLE: u32 = 1 << 1;
 
+/// A MADT processor entry the kernel may start: enabled or online-capable.
+fn usable_cpu(flags: u32) -> bool {
+    flags & (MADT_CPU_ENABLED | MADT_CPU_ONLINE_CAPABLE) != 0
+}
+
 /// Reads the ACPI tables. `rsdp_hint` is the address from the PVH start
 /// info, if it gave one.
 pub fn init(rsdp_hint: Option<u64>) -> Result<&'static Platform, PlatformError> {
@@ -127,19 +132,15 @@ pub fn init(rsdp_hint: Option<u64>) -> Result<&'static Platform, PlatformError> 
     };
     for entry in madt.get().entries() {
         match entry {
-            MadtEntry::LocalApic(cpu) => {
-                if cpu.flags & (MADT_CPU_ENABLED | MADT_CPU_ONLINE_CAPABLE) != 0 {
-                    platform.cpus.push(Cpu {
-                        apic_id: u32::from(cpu.apic_id),
-                    });
-                }
+            MadtEntry::LocalApic(cpu) if usable_cpu(cpu.flags) => {
+                platform.cpus.push(Cpu {
+                    apic_id: u32::from(cpu.apic_id),
+                });
             }
-            MadtEntry::LocalX2Apic(cpu) => {
-                if cpu.flags & (MADT_CPU_ENABLED | MADT_CPU_ONLINE_CAPABLE) != 0 {
-                    platform.cpus.push(Cpu {
-                        apic_id: cpu.x2apic_id,
-                    });
-                }
+            MadtEntry::LocalX2Apic(cpu) if usable_cpu(cpu.flags) => {
+                platform.cpus.push(Cpu {
+                    apic_id: cpu.x2apic_id,
+                });
             }
             MadtEntry::IoApic(io_apic) => platform.io_apics.push(IoApicInfo {
                 id: io_apic.io_apic_id,

@@ -1,1 +1,289 @@
-fn main() {}
+//! `cargo spindle`: the command-line front end of `spindle_runner`.
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use spindle_runner::accel::{AccelChoice, decide_for_host};
+use spindle_runner::guest::{self, GuardedChild};
+use spindle_runner::kbuild::{Profile, build_kernel};
+use spindle_runner::qemu::{EXIT_FAILURE_STATUS, EXIT_SUCCESS_STATUS, Serial};
+use spindle_runner::{Firmware, Machine, Net, QemuConfig, bench, floor, gdb, setup};
+use std::process::{ExitCode, Stdio};
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "cargo spindle",
+    about = "Build, boot, test, benchmark and debug Spindle under QEMU"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what this machine lacks (Rust targets, QEMU, iperf3, musl-tools).
+    Setup {
+        /// Also install gdb.
+        #[arg(long)]
+        gdb: bool,
+    },
+    /// Build the kernel and print the artifact's path.
+    Build {
+        #[arg(long)]
+        release: bool,
+    },
+    /// Boot Spindle with its serial console on this terminal.
+    Run(BootArgs),
+    /// Measure boot time.
+    Bench {
+        #[command(subcommand)]
+        what: BenchCmd,
+    },
+    /// Boot Spindle paused and attach gdb to QEMU's gdb stub.
+    Gdb {
+        #[command(flatten)]
+        boot: BootArgs,
+        /// Do not start gdb: keep QEMU paused in the foreground and print the
+        /// QEMU and gdb commands (to paste into another terminal).
+        #[arg(long)]
+        print: bool,
+        /// TCP port for the gdb stub on 127.0.0.1 (default: a free one).
+        #[arg(long)]
+        gdb_port: Option<u16>,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// Time from spawning QEMU to `spindle: ready`, beside the firmware floor.
+    Boot {
+        /// Runs per variant.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        runs: u32,
+        /// Measure only this machine (default: q35+qboot, q35+SeaBIOS, pc+qboot).
+        #[arg(long, value_enum)]
+        machine: Option<Machine>,
+        /// Measure only this firmware.
+        #[arg(long, value_enum)]
+        firmware: Option<Firmware>,
+        /// Time the debug kernel instead of the release one.
+        #[arg(long)]
+        debug: bool,
+        #[arg(long, value_enum, default_value = "auto")]
+        accel: AccelChoice,
+        /// Do not update BENCHMARKS.md.
+        #[arg(long)]
+        no_write: bool,
+    },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum NetChoice {
+    User,
+    None,
+}
+
+#[derive(Args)]
+struct BootArgs {
+    /// Boot the release build.
+    #[arg(long)]
+    release: bool,
+    #[arg(long, value_enum, default_value = "auto")]
+    accel: AccelChoice,
+    /// Number of CPUs.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=255))]
+    smp: u32,
+    /// Guest memory: MiB, or with a K/M/G suffix.
+    #[arg(long, default_value = "128M", value_parser = parse_mem)]
+    mem: u64,
+    /// Kernel command line, e.g. "loglevel=debug" or "ktest=all".
+    #[arg(long)]
+    append: Option<String>,
+    #[arg(long, value_enum, default_value = "none")]
+    net: NetChoice,
+    /// With --net user: forward 127.0.0.1:PORT to the guest's PORT.
+    #[arg(long, default_value_t = 5201)]
+    hostfwd_port: u16,
+    #[arg(long, value_enum, default_value = "q35")]
+    machine: Machine,
+    /// Default: qboot when installed, else SeaBIOS.
+    #[arg(long, value_enum)]
+    firmware: Option<Firmware>,
+}
+
+fn parse_mem(s: &str) -> Result<u64, String> {
+    spindle_runner::size::parse_mem_mib(s).map_err(|e| e.to_string())
+}
+
+impl BootArgs {
+    fn config(&self, kernel: std::path::PathBuf) -> Result<QemuConfig> {
+        let decision = decide_for_host(self.accel);
+        eprintln!("spindle: accel {} ({})", decision.accel, decision.reason);
+        let mut c = QemuConfig::new(kernel);
+        c.accel = decision.accel;
+        c.machine = self.machine;
+        if let Some(fw) = self.firmware {
+            if fw == Firmware::Qboot
+                && !std::path::Path::new(spindle_runner::qemu::QBOOT_ROM).is_file()
+            {
+                bail!(
+                    "--firmware qboot: {} is missing (run `cargo spindle setup`)",
+                    spindle_runner::qemu::QBOOT_ROM
+                );
+            }
+            c.firmware = fw;
+        }
+        c.smp = self.smp;
+        c.mem_mib = self.mem;
+        c.append = self.append.clone();
+        if self.net == NetChoice::User {
+            c.net = Net::User {
+                hostfwd_port: self.hostfwd_port,
+            };
+        }
+        Ok(c)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli.command) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("spindle: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn dispatch(cmd: Cmd) -> Result<u8> {
+    let with_gdb = matches!(cmd, Cmd::Gdb { .. } | Cmd::Setup { gdb: true });
+    setup::setup(with_gdb)?;
+    guest::install_interrupt_handler()?;
+    match cmd {
+        Cmd::Setup { .. } => Ok(0),
+        Cmd::Build { release } => {
+            let path = build_kernel(Profile::from_release(release))?;
+            println!("{}", path.display());
+            Ok(0)
+        }
+        Cmd::Run(boot) => run(&boot),
+        Cmd::Bench {
+            what:
+                BenchCmd::Boot {
+                    runs,
+                    machine,
+                    firmware,
+                    debug,
+                    accel,
+                    no_write,
+                },
+        } => bench_boot(runs, machine, firmware, debug, accel, no_write),
+        Cmd::Gdb {
+            boot,
+            print,
+            gdb_port,
+        } => {
+            let kernel = build_kernel(Profile::from_release(boot.release))?;
+            let mut config = boot.config(kernel.clone())?;
+            config.gdb_port = Some(match gdb_port {
+                Some(p) => p,
+                None => gdb::free_port()?,
+            });
+            config.paused = true;
+            if !print {
+                let log = spindle_runner::scratch_dir().join("gdb-serial.log");
+                std::fs::create_dir_all(spindle_runner::scratch_dir())?;
+                std::fs::write(&log, "").with_context(|| format!("creating {}", log.display()))?;
+                eprintln!("spindle: guest serial output goes to {}", log.display());
+                config.serial = Serial::File(log);
+            }
+            let code = gdb::session(&config, &kernel, print)?;
+            Ok(u8::try_from(code).unwrap_or(2))
+        }
+    }
+}
+
+/// `cargo spindle run`: the guest's exit status becomes ours.
+fn run(boot: &BootArgs) -> Result<u8> {
+    let kernel = build_kernel(Profile::from_release(boot.release))?;
+    let config = boot.config(kernel)?;
+    let mut cmd = config.command();
+    cmd.stdin(Stdio::inherit())
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::inherit());
+    let mut qemu = GuardedChild::spawn(cmd)?;
+    loop {
+        if let Some(status) = qemu.try_wait()? {
+            return Ok(match status.code() {
+                Some(EXIT_SUCCESS_STATUS) => 0,
+                Some(EXIT_FAILURE_STATUS) => {
+                    eprintln!("spindle: the guest exited with failure");
+                    1
+                }
+                _ if guest::interrupted() => 130,
+                _ => {
+                    if let guest::GuestOutcome::Abnormal(why) = guest::classify_status(status) {
+                        eprintln!("spindle: abnormal end: {why}");
+                    }
+                    2
+                }
+            });
+        }
+        if guest::interrupted() {
+            qemu.terminate();
+            eprintln!("spindle: interrupted");
+            return Ok(130);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn bench_boot(
+    runs: u32,
+    machine: Option<Machine>,
+    firmware: Option<Firmware>,
+    debug: bool,
+    accel: AccelChoice,
+    no_write: bool,
+) -> Result<u8> {
+    let decision = decide_for_host(accel);
+    let profile = if debug {
+        Profile::Debug
+    } else {
+        Profile::Release
+    };
+    let kernel = build_kernel(profile).map_err(|e| {
+        eprintln!("spindle: {e:#}; timing the floor kernel only");
+        format!("{e:#}")
+            .lines()
+            .next()
+            .unwrap_or("build failed")
+            .to_string()
+    });
+    let mut variants = bench::default_variants();
+    if machine.is_some() || firmware.is_some() {
+        variants = vec![bench::Variant {
+            machine: machine.unwrap_or(Machine::Q35),
+            firmware: firmware.unwrap_or_else(spindle_runner::qemu::default_firmware),
+        }];
+    }
+    let plan = bench::BenchPlan {
+        runs: runs as usize,
+        variants,
+        accel: decision.accel,
+        accel_reason: decision.reason,
+        kernel,
+        profile_name: if debug { "debug" } else { "release" },
+        floor: floor::write_floor_kernel()?,
+    };
+    let report = bench::run(&plan)?;
+    println!("{report}");
+    if !no_write {
+        let path = spindle_runner::workspace_root().join("BENCHMARKS.md");
+        bench::update_benchmarks_md(&path, &report)?;
+        eprintln!("spindle: updated {}", path.display());
+    }
+    Ok(0)
+}

@@ -13,7 +13,7 @@ const MAX_FRAMES: usize = 32;
 /// Prints the return addresses of the frame chain starting at `rbp`.
 pub fn print_from(mut rbp: u64) {
     for _ in 0..MAX_FRAMES {
-        if rbp == 0 || rbp % 8 != 0 || rbp < 0xffff_8000_0000_0000 {
+        if rbp == 0 || !rbp.is_multiple_of(8) || rbp < 0xffff_8000_0000_0000 {
             break;
         }
         if !paging::is_mapped(rbp) || !paging::is_mapped(rbp + 8) {

@@ -327,6 +327,13 @@ fn report_fatal(frame: &TrapFrame) -> ! {
         "  r13 {:#018x}  r14 {:#018x}  r15 {:#018x}  cr2 {:#018x}\n",
         frame.r13, frame.r14, frame.r15, cr2
     ));
+    let stack_pointer_in_guard = crate::mm::stack::is_guard_page(frame.rsp)
+        || (frame.vector == 14 && crate::mm::stack::is_guard_page(cr2));
+    if stack_pointer_in_guard {
+        write(format_args!(
+            "  kernel stack overflow: the stack reached its guard page\n"
+        ));
+    }
     write(format_args!("  backtrace:\n    {:#018x}\n", frame.rip));
     backtrace::print_from(frame.rbp);
     power::exit(power::ExitCode::Failure);

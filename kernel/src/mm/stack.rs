@@ -95,10 +95,18 @@ impl Drop for KernelStack {
     }
 }
 
+/// Whether `address` lies in the stack region but on no mapped page: a
+/// guard page, or an unused slot.
+pub fn is_guard_page(address: u64) -> bool {
+    (STACK_REGION_BASE..STACK_REGION_END).contains(&address) && !paging::is_mapped(address)
+}
+
 crate::ktests! {
     fn stack_is_mapped_above_an_unmapped_guard() {
         let stack = KernelStack::new(4).expect("a stack");
         assert!(!paging::is_mapped(stack.guard_page()));
+        assert!(is_guard_page(stack.guard_page() + 8));
+        assert!(!is_guard_page(stack.bottom()));
         assert!(paging::is_mapped(stack.bottom()));
         assert!(paging::is_mapped(stack.top() - 8));
         let probe = crate::arch::trap::probe_read_u64(stack.guard_page() + PAGE_SIZE - 8);

@@ -1,0 +1,270 @@
+//! The description of one QEMU boot (`QemuConfig`) and its command line.
+//!
+//! Every boot gets the `isa-debug-exit` device so the guest's exit status
+//! means something: 0x10 -> QEMU status 33 (success), 0x11 -> 35 (failure).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The qboot firmware shipped by Debian's `qemu-system-data`.
+pub const QBOOT_ROM: &str = "/usr/share/qemu/qboot.rom";
+/// QEMU exit status when the guest wrote 0x10 to the debug-exit port.
+pub const EXIT_SUCCESS_STATUS: i32 = 33;
+/// QEMU exit status when the guest wrote 0x11 to the debug-exit port.
+pub const EXIT_FAILURE_STATUS: i32 = 35;
+/// The QEMU binary the runner launches.
+pub const QEMU_BIN: &str = "qemu-system-x86_64";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Machine {
+    /// PCIe machine with ECAM (ACPI MCFG); the default.
+    Q35,
+    /// The older i440FX machine: port I/O PCI config only.
+    Pc,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Firmware {
+    /// Minimal firmware (`/usr/share/qemu/qboot.rom`): fastest boot.
+    Qboot,
+    /// QEMU's default BIOS.
+    Seabios,
+}
+
+/// A resolved accelerator (see `accel` for how `auto` is decided).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Accel {
+    Kvm,
+    Tcg,
+}
+
+impl std::fmt::Display for Accel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg",
+        })
+    }
+}
+
+/// Guest networking.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Net {
+    /// No network device at all.
+    None,
+    /// virtio-net on QEMU user networking, forwarding 127.0.0.1:port to the
+    /// guest's same port.
+    User { hostfwd_port: u16 },
+}
+
+/// Where the guest's COM1 goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Serial {
+    /// QEMU's stdin/stdout.
+    Stdio,
+    /// Appended to a file.
+    File(PathBuf),
+}
+
+/// Everything that describes one boot.
+#[derive(Clone, Debug)]
+pub struct QemuConfig {
+    pub kernel: PathBuf,
+    pub machine: Machine,
+    pub firmware: Firmware,
+    pub accel: Accel,
+    pub smp: u32,
+    pub mem_mib: u64,
+    pub append: Option<String>,
+    pub net: Net,
+    pub serial: Serial,
+    /// `Some(port)`: QEMU's gdb stub listens on 127.0.0.1:port.
+    pub gdb_port: Option<u16>,
+    /// Start with the CPUs stopped (`-S`), for gdb.
+    pub paused: bool,
+    /// Appended verbatim at the end of the command line.
+    pub extra_args: Vec<String>,
+}
+
+impl QemuConfig {
+    /// The default boot of `kernel`: q35, qboot when present, TCG, 1 CPU,
+    /// 128 MiB, no network, serial on stdio.
+    pub fn new(kernel: impl Into<PathBuf>) -> Self {
+        QemuConfig {
+            kernel: kernel.into(),
+            machine: Machine::Q35,
+            firmware: default_firmware(),
+            accel: Accel::Tcg,
+            smp: 1,
+            mem_mib: 128,
+            append: None,
+            net: Net::None,
+            serial: Serial::Stdio,
+            gdb_port: None,
+            paused: false,
+            extra_args: Vec::new(),
+        }
+    }
+
+    pub fn with_append(mut self, append: impl Into<String>) -> Self {
+        self.append = Some(append.into());
+        self
+    }
+
+    pub fn with_smp(mut self, smp: u32) -> Self {
+        self.smp = smp;
+        self
+    }
+
+    /// The argument list after the QEMU binary name.
+    pub fn args(&self) -> Vec<String> {
+        let mut a: Vec<String> = Vec::new();
+        let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
+        let machine = match self.machine {
+            Machine::Q35 => "q35",
+            Machine::Pc => "pc",
+        };
+        push(&["-machine", machine]);
+        match self.accel {
+            Accel::Kvm => push(&["-accel", "kvm", "-cpu", "host"]),
+            Accel::Tcg => push(&["-accel", "tcg", "-cpu", "max"]),
+        }
+        if self.firmware == Firmware::Qboot {
+            push(&["-bios", QBOOT_ROM]);
+        }
+        push(&[
+            "-nodefaults",
+            "-display",
+            "none",
+            "-monitor",
+            "none",
+            "-no-reboot",
+        ]);
+        let serial = match &self.serial {
+            Serial::Stdio => "stdio".to_string(),
+            Serial::File(path) => format!("file:{}", path.display()),
+        };
+        push(&["-serial", &serial]);
+        push(&["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
+        let smp = self.smp.to_string();
+        let mem = format!("{}M", self.mem_mib);
+        push(&["-smp", &smp, "-m", &mem]);
+        if let Net::User { hostfwd_port: p } = self.net {
+            let netdev = format!("user,id=net0,hostfwd=tcp:127.0.0.1:{p}-:{p}");
+            push(&["-netdev", &netdev, "-device", "virtio-net-pci,netdev=net0"]);
+        }
+        if let Some(port) = self.gdb_port {
+            let gdb = format!("tcp:127.0.0.1:{port}");
+            push(&["-gdb", &gdb]);
+        }
+        if self.paused {
+            push(&["-S"]);
+        }
+        let kernel = self.kernel.display().to_string();
+        push(&["-kernel", &kernel]);
+        if let Some(append) = &self.append {
+            push(&["-append", append]);
+        }
+        a.extend(self.extra_args.iter().cloned());
+        a
+    }
+
+    /// The command to spawn (stdio not yet configured).
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(QEMU_BIN);
+        cmd.args(self.args());
+        cmd
+    }
+
+    /// The command line as a shell-pasteable string.
+    pub fn command_line(&self) -> String {
+        std::iter::once(QEMU_BIN.to_string())
+            .chain(self.args())
+            .map(|a| shell_quote(&a))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+/// qboot when its ROM is installed, SeaBIOS otherwise.
+pub fn default_firmware() -> Firmware {
+    if Path::new(QBOOT_ROM).is_file() {
+        Firmware::Qboot
+    } else {
+        Firmware::Seabios
+    }
+}
+
+/// Quotes one argument for a POSIX shell, only when it needs it.
+pub fn shell_quote(arg: &str) -> String {
+    let plain = !arg.is_empty()
+        && arg
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:=,+@%".contains(c));
+    if plain {
+        arg.to_string()
+    } else {
+        format!("'{}'", arg.replace('\'', r"'\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn has_pair(args: &[String], a: &str, b: &str) -> bool {
+        args.windows(2).any(|w| w[0] == a && w[1] == b)
+    }
+
+    #[test]
+    fn every_boot_has_the_exit_device_and_no_monitor() {
+        let args = QemuConfig::new("/k").args();
+        assert!(has_pair(
+            &args,
+            "-device",
+            "isa-debug-exit,iobase=0xf4,iosize=0x04"
+        ));
+        assert!(has_pair(&args, "-monitor", "none"));
+        assert!(has_pair(&args, "-kernel", "/k"));
+        assert!(args.iter().any(|a| a == "-no-reboot"));
+    }
+
+    #[test]
+    fn flags_map_to_qemu_arguments() {
+        let mut c = QemuConfig::new("/k")
+            .with_smp(4)
+            .with_append("ktest=all test.cpus=4");
+        c.machine = Machine::Pc;
+        c.firmware = Firmware::Seabios;
+        c.accel = Accel::Kvm;
+        c.mem_mib = 512;
+        c.net = Net::User { hostfwd_port: 5201 };
+        c.gdb_port = Some(1234);
+        c.paused = true;
+        let args = c.args();
+        assert!(has_pair(&args, "-machine", "pc"));
+        assert!(has_pair(&args, "-cpu", "host"));
+        assert!(!args.iter().any(|a| a == "-bios"));
+        assert!(has_pair(&args, "-smp", "4"));
+        assert!(has_pair(&args, "-m", "512M"));
+        assert!(has_pair(&args, "-append", "ktest=all test.cpus=4"));
+        assert!(has_pair(
+            &args,
+            "-netdev",
+            "user,id=net0,hostfwd=tcp:127.0.0.1:5201-:5201"
+        ));
+        assert!(has_pair(&args, "-gdb", "tcp:127.0.0.1:1234"));
+        assert!(args.iter().any(|a| a == "-S"));
+    }
+
+    #[test]
+    fn shell_quoting() {
+        assert_eq!(shell_quote("-m"), "-m");
+        assert_eq!(
+            shell_quote("ktest=all test.cpus=1"),
+            "'ktest=all test.cpus=1'"
+        );
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        assert_eq!(shell_quote(""), "''");
+    }
+}
