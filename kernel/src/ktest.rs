@@ -61,6 +61,12 @@ const MODULES: &[&[KTest]] = &[
     crate::arch::trap::ktests::KTESTS,
     crate::time::ktests::KTESTS,
     crate::platform::ktests::KTESTS,
+    // SMP, per-CPU, TLB shootdown and FPU (arch/mm owner).
+    crate::cpu::ktests::KTESTS,
+    crate::arch::gdt::ktests::KTESTS,
+    crate::arch::smp::ktests::KTESTS,
+    crate::mm::tlb::ktests::KTESTS,
+    crate::arch::fpu::ktests::KTESTS,
 ];
 
 static RUNNING: IrqSpinLock<Option<&'static str>> = IrqSpinLock::new(None);

@@ -24,6 +24,7 @@ extern crate alloc;
 mod arch;
 mod cmdline;
 mod console;
+mod cpu;
 mod ktest;
 mod mm;
 mod panic;
@@ -55,6 +56,9 @@ fn log_level(value: Option<&str>) -> Result<LevelFilter, &str> {
 pub extern "C" fn kmain(start_info_physical: u64) -> ! {
     time::mark_boot();
     console::init();
+    // SMP (arch/mm owner): per-CPU block and GS base, SSE on the boot CPU.
+    cpu::init_boot_cpu();
+    arch::cpu_features::enable_sse();
     time::calibrate_tsc();
     arch::trap::load_idt(false);
 
@@ -179,6 +183,9 @@ extern "C" fn kmain_on_kernel_stack() -> ! {
         time::tick_hz()
     );
 
+    // SMP (arch/mm owner): start the other CPUs; each runs `ap_idle`.
+    arch::smp::start_application_processors(ap_idle);
+
     log::info!(target: "spindle", "ready (boot took {} us)", time::now_ns() / 1_000);
 
     if let Some(selection) = cmdline::get().value("ktest") {
@@ -205,6 +212,16 @@ extern "C" fn kmain_on_kernel_stack() -> ! {
         }
     }
     log::info!(target: "spindle", "no guest process to run yet: idling");
+    loop {
+        arch::wait_for_interrupt();
+    }
+}
+
+/// PLACEHOLDER (SMP, arch/mm owner), to be replaced by the scheduler's AP
+/// entry: each application processor arrives here with interrupts off,
+/// starts its tick and idles with interrupts on.
+fn ap_idle() -> ! {
+    time::start_tick(time::tick_hz());
     loop {
         arch::wait_for_interrupt();
     }

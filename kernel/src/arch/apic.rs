@@ -1,7 +1,10 @@
 //! The local APIC (xAPIC, memory-mapped), the I/O APICs and the legacy PICs.
 //!
-//! Owns: the boot CPU's local APIC registers (address set once at boot, then
-//! read-only; the registers are per-CPU, so no lock), the I/O APIC table
+//! Owns: every CPU's local APIC registers (one address, set once at boot,
+//! then read-only; each CPU reaches its own APIC there, so no lock), the
+//! interrupt command register (ICR) through which IPIs go out (its two
+//! halves are written with interrupts off, so a handler on the same CPU
+//! cannot interleave its own IPI), the I/O APIC table
 //! (`IO_APICS`, a spin lock held only while one redirection entry is
 //! written), and the 8259 PICs, which are remapped away from the exception
 //! vectors and masked for good. Register windows are reached through the
@@ -22,11 +25,22 @@ const REG_ID: u64 = 0x20;
 const REG_TASK_PRIORITY: u64 = 0x80;
 const REG_EOI: u64 = 0xb0;
 const REG_SPURIOUS: u64 = 0xf0;
+const REG_ICR_LOW: u64 = 0x300;
+const REG_ICR_HIGH: u64 = 0x310;
 const REG_LVT_TIMER: u64 = 0x320;
 const REG_LVT_LINT0: u64 = 0x350;
 const REG_TIMER_INITIAL: u64 = 0x380;
 const REG_TIMER_CURRENT: u64 = 0x390;
 const REG_TIMER_DIVIDE: u64 = 0x3e0;
+
+const ICR_DELIVERY_PENDING: u32 = 1 << 12;
+const ICR_LEVEL_ASSERT: u32 = 1 << 14;
+const ICR_TRIGGER_LEVEL: u32 = 1 << 15;
+const ICR_DELIVERY_INIT: u32 = 0b101 << 8;
+const ICR_DELIVERY_STARTUP: u32 = 0b110 << 8;
+const ICR_ALL_BUT_SELF: u32 = 0b11 << 18;
+/// Polls of the delivery-status bit before an IPI counts as stuck.
+const ICR_POLL_LIMIT: u32 = 1_000_000;
 
 const LVT_MASKED: u32 = 1 << 16;
 const LVT_TIMER_PERIODIC: u32 = 1 << 17;
@@ -77,6 +91,12 @@ pub fn disable_legacy_pics() {
 /// Enables the boot CPU's local APIC at physical address `physical`.
 pub fn init_local(physical: u64) {
     LOCAL_APIC.store(phys_to_virt(physical), Ordering::Relaxed);
+    enable_local();
+}
+
+/// Enables the running CPU's local APIC (at the address `init_local`
+/// recorded): no task priority, LINT0 and timer masked, spurious vector set.
+pub fn enable_local() {
     let mut msr = Msr::new(IA32_APIC_BASE);
     // SAFETY: IA32_APIC_BASE exists on every x86_64 CPU; setting the enable
     // bit keeps the base address the firmware (and ACPI) reported.
@@ -96,6 +116,68 @@ pub fn init_local(physical: u64) {
 /// The local APIC id of the running CPU.
 pub fn local_id() -> u32 {
     local_read(REG_ID) >> 24
+}
+
+/// Why an IPI was not sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IpiError {
+    /// No online CPU has that index.
+    NoSuchCpu,
+    /// The local APIC kept the previous IPI pending.
+    DeliveryStuck,
+}
+
+/// Writes the ICR (destination first, then the command, which sends) with
+/// interrupts off and waits until the APIC has accepted the IPI.
+fn send_command(destination_apic_id: u32, command: u32) -> Result<(), IpiError> {
+    x86_64::instructions::interrupts::without_interrupts(|| {
+        wait_for_delivery()?;
+        local_write(REG_ICR_HIGH, destination_apic_id << 24);
+        local_write(REG_ICR_LOW, command);
+        wait_for_delivery()
+    })
+}
+
+fn wait_for_delivery() -> Result<(), IpiError> {
+    for _ in 0..ICR_POLL_LIMIT {
+        if local_read(REG_ICR_LOW) & ICR_DELIVERY_PENDING == 0 {
+            return Ok(());
+        }
+        core::hint::spin_loop();
+    }
+    Err(IpiError::DeliveryStuck)
+}
+
+/// Sends a fixed interrupt on `vector` to the online CPU `cpu_index` (which
+/// may be the running CPU).
+pub fn send_ipi(cpu_index: usize, vector: u8) -> Result<(), IpiError> {
+    let apic_id = crate::cpu::apic_id_of(cpu_index).ok_or(IpiError::NoSuchCpu)?;
+    send_command(apic_id, u32::from(vector))
+}
+
+/// Sends a fixed interrupt on `vector` to every CPU but the running one.
+pub fn send_ipi_all_but_self(vector: u8) -> Result<(), IpiError> {
+    send_command(0, ICR_ALL_BUT_SELF | u32::from(vector))
+}
+
+/// Sends INIT (assert) to the CPU with `apic_id`: it resets and waits for a
+/// startup IPI. Also stops a CPU that failed to start.
+pub fn send_init(apic_id: u32) -> Result<(), IpiError> {
+    send_command(
+        apic_id,
+        ICR_DELIVERY_INIT | ICR_LEVEL_ASSERT | ICR_TRIGGER_LEVEL,
+    )?;
+    // The de-assert message older CPUs want; newer ones ignore it.
+    send_command(apic_id, ICR_DELIVERY_INIT | ICR_TRIGGER_LEVEL)
+}
+
+/// Sends a startup IPI: the CPU with `apic_id` starts in real mode at
+/// physical `page_number << 12`.
+pub fn send_startup(apic_id: u32, page_number: u8) -> Result<(), IpiError> {
+    send_command(
+        apic_id,
+        ICR_DELIVERY_STARTUP | ICR_LEVEL_ASSERT | u32::from(page_number),
+    )
 }
 
 /// Signals the end of the interrupt being handled.

@@ -1,4 +1,5 @@
-//! x86_64 support: boot entry, descriptor tables, traps, APICs, timers.
+//! x86_64 support: boot entry, descriptor tables, traps, APICs, timers,
+//! per-CPU pointer, CPU start-up and IPIs, SSE/FPU state.
 //!
 //! The only place besides `mm` with inline assembly and raw hardware
 //! access; everything above uses the safe functions exported here.
@@ -6,8 +7,12 @@
 pub mod apic;
 pub mod backtrace;
 mod boot;
+pub mod cpu_features;
+pub mod fpu;
 pub mod gdt;
+pub mod percpu;
 pub mod pit;
+pub mod smp;
 pub mod trap;
 
 /// Switches to a new stack whose top is `stack_top` and calls `continuation`

@@ -18,6 +18,14 @@
 //! Double fault, NMI and machine check run on their own IST stacks (see
 //! `gdt`). Interrupt handlers must not allocate or sleep. No locks here
 //! besides the console's (fatal path uses `emergency_write`).
+//!
+//! One IDT serves every CPU (each loads it with `load_idt_on_this_cpu`).
+//! Device and IPI vectors: 0x30 the local APIC timer (only the boot CPU's
+//! tick advances `time`'s tick count, so the clock's rate does not scale
+//! with the CPU count), 0x31 reschedule (a hook for the scheduler), 0x32
+//! TLB shootdown (`mm::tlb`), 0x33 call-function (`smp::call_on_cpu`).
+//! `INTERRUPT_COUNTS` counts, per CPU, timer interrupts and each IPI
+//! vector received (atomics, no lock), for tests and diagnostics.
 
 use core::arch::naked_asm;
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -32,6 +40,12 @@ use crate::{power, time};
 
 /// Vectors 0x20-0x2f: the legacy PIC range, masked (spurious ones land here).
 pub const VECTOR_TIMER: u8 = 0x30;
+/// Asks a CPU to run its scheduler (the hook below).
+pub const VECTOR_RESCHEDULE: u8 = 0x31;
+/// Asks a CPU to flush stale kernel translations (`mm::tlb`).
+pub const VECTOR_TLB_SHOOTDOWN: u8 = 0x32;
+/// Asks a CPU to run a function posted to it (`smp::call_on_cpu`).
+pub const VECTOR_CALL_FUNCTION: u8 = 0x33;
 pub const VECTOR_SPURIOUS: u8 = 0xff;
 
 const STUB_SIZE: usize = 16;
@@ -183,6 +197,51 @@ struct Idt([Gate; 256]);
 
 static IDT: spin::Mutex<Idt> = spin::Mutex::new(Idt([Gate::EMPTY; 256]));
 
+/// What `interrupt_count` can report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InterruptKind {
+    Timer = 0,
+    Reschedule = 1,
+    TlbShootdown = 2,
+    CallFunction = 3,
+}
+
+const INTERRUPT_KINDS: usize = 4;
+
+static INTERRUPT_COUNTS: [[AtomicU64; INTERRUPT_KINDS]; crate::cpu::MAX_CPUS] =
+    [const { [const { AtomicU64::new(0) }; INTERRUPT_KINDS] }; crate::cpu::MAX_CPUS];
+
+fn count_interrupt(kind: InterruptKind) {
+    if let Some(counts) = INTERRUPT_COUNTS.get(crate::cpu::current_index()) {
+        counts[kind as usize].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// How many interrupts of `kind` CPU `cpu_index` has received (0 for an
+/// index out of range).
+pub fn interrupt_count(cpu_index: usize, kind: InterruptKind) -> u64 {
+    INTERRUPT_COUNTS
+        .get(cpu_index)
+        .map_or(0, |counts| counts[kind as usize].load(Ordering::Relaxed))
+}
+
+/// Called on every reschedule IPI, after its end of interrupt.
+fn reschedule_ipi_hook() {
+    // The scheduler hooks in here.
+}
+
+/// Loads the (already filled) IDT on the running CPU.
+pub fn load_idt_on_this_cpu() {
+    let idt = IDT.lock();
+    let pointer = DescriptorTablePointer {
+        limit: (core::mem::size_of::<Idt>() - 1) as u16,
+        base: VirtAddr::new(idt.0.as_ptr() as u64),
+    };
+    // SAFETY: the table lives in a static, so it outlives its use by the
+    // CPU, and `load_idt` has filled every gate with a stub.
+    unsafe { lidt(&pointer) };
+}
+
 /// Fills and loads the IDT. With `use_ist`, double fault, NMI and machine
 /// check switch to their IST stacks (the TSS must be loaded by then).
 pub fn load_idt(use_ist: bool) {
@@ -257,8 +316,28 @@ extern "C" fn dispatch(frame: &mut TrapFrame) {
     match frame.vector {
         0..=31 => handle_exception(frame),
         vector if vector == VECTOR_TIMER as u64 => {
-            time::on_tick();
+            count_interrupt(InterruptKind::Timer);
+            if crate::cpu::current_index() == 0 {
+                time::on_tick();
+            }
             apic::end_of_interrupt();
+        }
+        vector if vector == VECTOR_RESCHEDULE as u64 => {
+            count_interrupt(InterruptKind::Reschedule);
+            crate::arch::apic::end_of_interrupt();
+            reschedule_ipi_hook();
+        }
+        vector if vector == VECTOR_TLB_SHOOTDOWN as u64 => {
+            count_interrupt(InterruptKind::TlbShootdown);
+            crate::mm::tlb::handle_shootdown_ipi();
+            apic::end_of_interrupt();
+        }
+        vector if vector == VECTOR_CALL_FUNCTION as u64 => {
+            count_interrupt(InterruptKind::CallFunction);
+            // End of interrupt first: a posted function may turn interrupts
+            // on (tests do), and further IPIs must be able to arrive then.
+            apic::end_of_interrupt();
+            super::smp::handle_call_ipi();
         }
         vector if vector == VECTOR_SPURIOUS as u64 => {
             // Spurious LAPIC interrupts take no EOI.

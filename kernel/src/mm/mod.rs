@@ -12,12 +12,13 @@
 //!
 //! Lock order (outer first): page tables (`paging`) -> frames (`frame`) ->
 //! heap (`heap`). All three are `IrqSpinLock`s; interrupt handlers take none
-//! of them.
+//! of them. TLB shootdowns (`tlb`) run with none of them held.
 
 pub mod frame;
 pub mod heap;
 pub mod paging;
 pub mod stack;
+pub mod tlb;
 
 use core::ops::Range;
 
@@ -28,7 +29,9 @@ pub const DIRECT_MAP_BASE: u64 = 0xffff_8000_0000_0000;
 pub const KERNEL_VMA: u64 = 0xffff_ffff_8000_0000;
 /// The boot page tables map this much physical memory directly.
 pub const BOOT_DIRECT_MAP_LIMIT: u64 = 4 << 30;
-/// Memory below 1 MiB (firmware, start info, command line) is never used.
+/// Memory below 1 MiB (firmware, start info, command line) is never given
+/// to the frame allocator; `arch::smp` puts its AP trampoline and temporary
+/// page tables at 0x8000..0xc000 there.
 const LOW_MEMORY_LIMIT: u64 = 1 << 20;
 
 /// The direct-map address of a physical address.

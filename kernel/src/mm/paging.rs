@@ -4,11 +4,15 @@
 //! good) and every table below its upper-half entries. `init` removes the
 //! boot identity map, marks the direct map of non-RAM holes uncached (device
 //! registers live there), extends the direct map past 4 GiB and turns on
-//! no-execute. Later changes (kernel stacks) go through `map_page` and
-//! `unmap_page` under `PAGE_TABLES`, an `IrqSpinLock` taken before the
-//! frame lock. `is_mapped` walks the tables without the lock, for the fatal
+//! no-execute. Later changes (kernel stacks) go through `map_kernel_data_page`,
+//! `remap_kernel_data_page` and `unmap_page` under `PAGE_TABLES`, an
+//! `IrqSpinLock` taken before the frame lock. A change that removes or
+//! alters a mapping is followed, after the lock is released, by a TLB
+//! shootdown (`mm::tlb`) that returns only when every CPU dropped the old
+//! translation. `is_mapped` walks the tables without the lock, for the fatal
 //! paths.
 
+use alloc::vec::Vec;
 use core::ops::Range;
 use core::sync::atomic::{AtomicBool, Ordering};
 
@@ -138,6 +142,7 @@ pub fn init(ram: &[Range<u64>]) {
 pub enum MapError {
     OutOfMemory,
     AlreadyMapped,
+    NotMapped,
 }
 
 /// Maps the 4 KiB page at `virtual_address` to the frame at `physical`,
@@ -161,15 +166,78 @@ pub fn map_kernel_data_page(virtual_address: u64, physical: u64) -> Result<(), M
 }
 
 /// Unmaps the 4 KiB page at `virtual_address`; returns the frame it mapped.
+/// Every CPU has dropped the translation when this returns (a TLB
+/// shootdown after the page-table lock is released), so the caller may
+/// free the frame and reuse the address. Call it with interrupts enabled
+/// and no spin lock held (`mm::tlb`'s rule) when more than one CPU is
+/// online.
 pub fn unmap_page(virtual_address: u64) -> Option<u64> {
     let page = Page::<Size4KiB>::containing_address(VirtAddr::new(virtual_address));
-    with_mapper(|mapper| match mapper.unmap(page) {
+    let physical = with_mapper(|mapper| match mapper.unmap(page) {
+        // The shootdown below flushes this CPU too.
         Ok((frame, flush)) => {
-            flush.flush();
+            flush.ignore();
             Some(frame.start_address().as_u64())
         }
         Err(UnmapError::PageNotMapped) | Err(_) => None,
-    })
+    })?;
+    shoot_down_page(page);
+    Some(physical)
+}
+
+/// Unmaps the `pages` 4 KiB pages from `start` with one TLB shootdown for
+/// all of them; returns the frames that were mapped (pages that were not
+/// mapped are skipped). Same rule as `unmap_page`.
+pub fn unmap_pages(start: u64, pages: usize) -> Vec<u64> {
+    let first = Page::<Size4KiB>::containing_address(VirtAddr::new(start));
+    let mut frames = Vec::with_capacity(pages);
+    with_mapper(|mapper| {
+        for page in Page::range(first, first + pages as u64) {
+            if let Ok((frame, flush)) = mapper.unmap(page) {
+                // The shootdown below flushes this CPU too.
+                flush.ignore();
+                frames.push(frame.start_address().as_u64());
+            }
+        }
+    });
+    let start = first.start_address().as_u64();
+    if let Err(error) = super::tlb::shootdown(start..start + pages as u64 * first.size()) {
+        log::error!(target: "tlb", "shootdown of {start:#x} (+{pages} pages) incomplete: {error:?}");
+    }
+    frames
+}
+
+/// Points the mapped 4 KiB page at `virtual_address` at the frame at
+/// `physical` instead (kernel-only, writable, not executable); returns the
+/// frame it mapped before. Every CPU sees the new frame when this returns.
+/// Same rule as `unmap_page`.
+pub fn remap_kernel_data_page(virtual_address: u64, physical: u64) -> Result<u64, MapError> {
+    let page = Page::<Size4KiB>::containing_address(VirtAddr::new(virtual_address));
+    let frame = PhysFrame::containing_address(PhysAddr::new(physical));
+    let flags = PageTableFlags::PRESENT | PageTableFlags::WRITABLE | no_execute_flag();
+    let old = with_mapper(|mapper| {
+        let (old, flush) = mapper.unmap(page).map_err(|_| MapError::NotMapped)?;
+        flush.ignore();
+        // SAFETY: the page was mapped a moment ago under the same lock, so
+        // its page tables exist and no frame allocation is needed; the
+        // caller owns the new frame.
+        match unsafe { mapper.map_to(page, frame, flags, &mut KernelFrameSource) } {
+            Ok(flush) => {
+                flush.ignore();
+                Ok(old.start_address().as_u64())
+            }
+            Err(_) => Err(MapError::OutOfMemory),
+        }
+    })?;
+    shoot_down_page(page);
+    Ok(old)
+}
+
+fn shoot_down_page(page: Page<Size4KiB>) {
+    let start = page.start_address().as_u64();
+    if let Err(error) = super::tlb::shootdown(start..start + page.size()) {
+        log::error!(target: "tlb", "shootdown of {start:#x} incomplete: {error:?}");
+    }
 }
 
 /// Whether `virtual_address` is mapped in the kernel's tables. Takes no

@@ -4,8 +4,10 @@
 //! (`STACK_REGION_BASE`, 512 GiB). A stack takes a slot of `pages + 1`
 //! virtual pages: the lowest stays unmapped (the guard, so an overflow
 //! faults instead of corrupting memory), the rest map freshly allocated
-//! frames. Dropping a `KernelStack` unmaps and frees its frames and keeps its
-//! slot for reuse by a stack of the same size. `SLOTS` (spin lock) guards the
+//! frames. Dropping a `KernelStack` unmaps its pages (one TLB shootdown, so
+//! drop it with interrupts on and no spin lock held once other CPUs are
+//! online), frees its frames and keeps its slot for reuse by a stack of the
+//! same size. `SLOTS` (spin lock) guards the
 //! bump pointer and the free slots; it is taken before the page-table lock.
 
 use alloc::vec::Vec;
@@ -83,13 +85,13 @@ impl KernelStack {
 
 impl Drop for KernelStack {
     fn drop(&mut self) {
-        for page in 0..self.pages {
-            if let Some(physical) = paging::unmap_page(self.bottom() + page as u64 * PAGE_SIZE) {
-                frame::free(frame::FrameRun {
-                    start: physical,
-                    count: 1,
-                });
-            }
+        // One TLB shootdown for the whole stack: drop a stack with
+        // interrupts on and no spin lock held (`mm::tlb`'s rule).
+        for physical in paging::unmap_pages(self.bottom(), self.pages) {
+            frame::free(frame::FrameRun {
+                start: physical,
+                count: 1,
+            });
         }
         SLOTS.lock().free.push((self.guard, self.pages));
     }
