@@ -139,14 +139,16 @@ pub fn current() -> &'static PerCpu {
 
 crate::ktests! {
     fn boot_cpu_is_index_zero_with_its_own_block() {
-        // ktests run on the boot CPU.
-        assert_eq!(current_index(), 0);
-        assert!(online_count() >= 1);
-        assert_eq!(apic_id_of(0), Some(crate::arch::apic::local_id()));
-        assert_eq!(arch::percpu::read_self_address(), BLOCKS[0].address());
-        assert_eq!(current().address(), BLOCKS[0].address());
-        assert_eq!(apic_id_of(online_count()), None);
-        assert_eq!(apic_id_of(usize::MAX), None);
+        // Checked from a thread bound to the boot CPU.
+        crate::ktest::on_cpu(0, || {
+            assert_eq!(current_index(), 0);
+            assert!(online_count() >= 1);
+            assert_eq!(apic_id_of(0), Some(crate::arch::apic::local_id()));
+            assert_eq!(arch::percpu::read_self_address(), BLOCKS[0].address());
+            assert_eq!(current().address(), BLOCKS[0].address());
+            assert_eq!(apic_id_of(online_count()), None);
+            assert_eq!(apic_id_of(usize::MAX), None);
+        });
     }
 
     fn apic_ids_of_online_cpus_are_unique_and_listed_by_acpi() {

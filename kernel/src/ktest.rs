@@ -67,6 +67,12 @@ const MODULES: &[&[KTest]] = &[
     crate::arch::smp::ktests::KTESTS,
     crate::mm::tlb::ktests::KTESTS,
     crate::arch::fpu::ktests::KTESTS,
+    // Scheduler, sleep/wake-up, kernel threads and their interfaces.
+    crate::sched::tests::ktests::KTESTS,
+    crate::compat::netbsd::ktests::KTESTS,
+    crate::compat::freebsd::ktests::KTESTS,
+    crate::compat::freebsd4::ktests::KTESTS,
+    crate::compat::illumos::ktests::KTESTS,
 ];
 
 static RUNNING: IrqSpinLock<Option<&'static str>> = IrqSpinLock::new(None);
@@ -156,4 +162,64 @@ pub fn report_panic(message: core::fmt::Arguments) -> bool {
         }
         None => false,
     }
+}
+
+/// Polls `condition` every millisecond until it holds or `timeout_ms`
+/// pass; returns whether it held. For tests that wait on other threads.
+pub fn wait_until(timeout_ms: u64, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = time::now_ns() + timeout_ms * 1_000_000;
+    loop {
+        if condition() {
+            return true;
+        }
+        if time::now_ns() >= deadline {
+            return false;
+        }
+        crate::sched::sleep_ns(1_000_000);
+    }
+}
+
+/// Keeps the kernel's periodic background work (the housekeeping kernel
+/// process, whose sleeps allocate callouts) suspended while it lives, and
+/// lets pending stack frees finish first, so a test can compare the frame
+/// and heap counters exactly.
+pub struct Quiet {
+    housekeeping: Option<alloc::sync::Arc<crate::proc::Process>>,
+}
+
+pub fn quiesce() -> Quiet {
+    let housekeeping = crate::compat::sysinit::HOUSEKEEPING_PROC.get().cloned();
+    if let Some(process) = &housekeeping {
+        crate::compat::freebsd4::kthread_suspend(process, time::tick_hz() * 5)
+            .expect("housekeeping acknowledges a suspension within 5 s");
+        // It acknowledged; wait until it has also gone back to sleep.
+        let parked = wait_until(5_000, || {
+            process
+                .lwps()
+                .iter()
+                .all(|lwp| lwp.state() == crate::proc::lwp::LwpState::Sleeping)
+        });
+        assert!(parked, "housekeeping did not park");
+    }
+    crate::kthread::reaper::drain();
+    Quiet { housekeeping }
+}
+
+impl Drop for Quiet {
+    fn drop(&mut self) {
+        if let Some(process) = &self.housekeeping {
+            let _ = crate::compat::freebsd4::kthread_resume(process);
+        }
+    }
+}
+
+/// Runs `body` in a kernel thread bound to CPU `index` and waits for it,
+/// for tests whose subject is per-CPU. A panic in `body` fails the test.
+pub fn on_cpu(index: usize, body: impl FnOnce() + Send + 'static) {
+    let thread = crate::kthread::Builder::new("ktest-on-cpu")
+        .cpu(index)
+        .joinable()
+        .spawn(body)
+        .expect("a test thread on the CPU");
+    crate::kthread::join(&thread).expect("join the test thread");
 }

@@ -23,14 +23,20 @@ extern crate alloc;
 
 mod arch;
 mod cmdline;
+mod compat;
 mod console;
 mod cpu;
+mod errno;
+mod kbench;
 mod ktest;
+mod kthread;
 mod mm;
 mod panic;
 mod platform;
 mod power;
+mod proc;
 mod pvh;
+mod sched;
 mod sync;
 mod time;
 
@@ -45,6 +51,9 @@ const BOOT_KERNEL_STACK_PAGES: usize = 16;
 /// half of the boot, which runs on another stack.
 static RSDP_FROM_START_INFO: AtomicU64 = AtomicU64::new(0);
 
+/// The boot CPU's kernel stack, handed from `kmain` to the scheduler.
+static MAIN_STACK: sync::IrqSpinLock<Option<mm::stack::KernelStack>> = sync::IrqSpinLock::new(None);
+
 fn log_level(value: Option<&str>) -> Result<LevelFilter, &str> {
     match value {
         None => Ok(LevelFilter::Info),
@@ -56,7 +65,7 @@ fn log_level(value: Option<&str>) -> Result<LevelFilter, &str> {
 pub extern "C" fn kmain(start_info_physical: u64) -> ! {
     time::mark_boot();
     console::init();
-    // SMP (arch/mm owner): per-CPU block and GS base, SSE on the boot CPU.
+    // Per-CPU block and GS base, SSE on the boot CPU.
     cpu::init_boot_cpu();
     arch::cpu_features::enable_sse();
     time::calibrate_tsc();
@@ -106,8 +115,9 @@ pub extern "C" fn kmain(start_info_physical: u64) -> ! {
     let stack = mm::stack::KernelStack::new(BOOT_KERNEL_STACK_PAGES)
         .expect("memory for the boot kernel stack");
     let top = stack.top();
-    // The boot CPU runs on this stack for good.
-    core::mem::forget(stack);
+    // The boot flow continues on this stack as proc0's LWP `main`, which
+    // owns it from then on.
+    *MAIN_STACK.lock() = Some(stack);
     arch::switch_stack_and_call(top, kmain_on_kernel_stack)
 }
 
@@ -171,6 +181,8 @@ extern "C" fn kmain_on_kernel_stack() -> ! {
         .and_then(|hz| hz.parse().ok())
         .unwrap_or(time::DEFAULT_TICK_HZ);
     time::start_tick(hz);
+    let main_stack = MAIN_STACK.lock().take().expect("kmain left the boot stack");
+    sched::init_boot_cpu(main_stack);
     x86_64::instructions::interrupts::enable();
     log::info!(
         target: "time",
@@ -183,13 +195,17 @@ extern "C" fn kmain_on_kernel_stack() -> ! {
         time::tick_hz()
     );
 
-    // SMP (arch/mm owner): start the other CPUs; each runs `ap_idle`.
-    arch::smp::start_application_processors(ap_idle);
+    // Every other CPU enters the scheduler as its idle LWP.
+    arch::smp::start_application_processors(sched::enter_application_processor);
+    compat::sysinit::run_all();
 
     log::info!(target: "spindle", "ready (boot took {} us)", time::now_ns() / 1_000);
 
     if let Some(selection) = cmdline::get().value("ktest") {
         ktest::run(selection);
+    }
+    if cmdline::get().value("kbench").is_some() {
+        kbench::run();
     }
     match cmdline::get().value("crash") {
         None => {}
@@ -212,16 +228,6 @@ extern "C" fn kmain_on_kernel_stack() -> ! {
         }
     }
     log::info!(target: "spindle", "no guest process to run yet: idling");
-    loop {
-        arch::wait_for_interrupt();
-    }
-}
-
-/// PLACEHOLDER (SMP, arch/mm owner), to be replaced by the scheduler's AP
-/// entry: each application processor arrives here with interrupts off,
-/// starts its tick and idles with interrupts on.
-fn ap_idle() -> ! {
-    time::start_tick(time::tick_hz());
     loop {
         arch::wait_for_interrupt();
     }

@@ -244,6 +244,17 @@ fn report(plan: &BenchPlan, rows: &[Row]) -> String {
 
 /// Replaces (or appends) the boot-time section of BENCHMARKS.md.
 pub fn update_benchmarks_md(path: &Path, section: &str) -> Result<()> {
+    update_benchmarks_md_section(path, SECTION_BEGIN, SECTION_END, section)
+}
+
+/// Replaces (or appends) the section between `begin` and `end` of
+/// BENCHMARKS.md.
+pub fn update_benchmarks_md_section(
+    path: &Path,
+    begin: &str,
+    end: &str,
+    section: &str,
+) -> Result<()> {
     let old = match std::fs::read_to_string(path) {
         Ok(s) => s,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -252,22 +263,27 @@ pub fn update_benchmarks_md(path: &Path, section: &str) -> Result<()> {
         }
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
-    let new = splice_section(&old, section);
+    let new = splice_between(&old, begin, end, section);
     std::fs::write(path, new).with_context(|| format!("writing {}", path.display()))
 }
 
-/// `old` with the text between the markers replaced by `section`.
+/// `old` with the boot-time section replaced by `section`.
 pub fn splice_section(old: &str, section: &str) -> String {
-    let block = format!("{SECTION_BEGIN}\n{}\n{SECTION_END}", section.trim_end());
-    match (old.find(SECTION_BEGIN), old.find(SECTION_END)) {
+    splice_between(old, SECTION_BEGIN, SECTION_END, section)
+}
+
+/// `old` with the text between the markers replaced by `section`.
+pub fn splice_between(old: &str, begin: &str, end: &str, section: &str) -> String {
+    let block = format!("{begin}\n{}\n{end}", section.trim_end());
+    match (old.find(begin), old.find(end)) {
         (Some(b), Some(e)) if b < e => {
-            format!("{}{}{}", &old[..b], block, &old[e + SECTION_END.len()..])
+            format!("{}{}{}", &old[..b], block, &old[e + end.len()..])
         }
         _ => format!("{}\n{}\n", old.trim_end(), block),
     }
 }
 
-fn host_description() -> String {
+pub fn host_description() -> String {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo
         .lines()
@@ -279,7 +295,7 @@ fn host_description() -> String {
     format!("{model}, {cpus} CPUs available")
 }
 
-fn qemu_version() -> String {
+pub fn qemu_version() -> String {
     std::process::Command::new(crate::qemu::QEMU_BIN)
         .arg("--version")
         .output()
@@ -294,7 +310,7 @@ fn qemu_version() -> String {
 }
 
 /// Today's date (UTC) as YYYY-MM-DD, from the system clock.
-fn today_utc() -> String {
+pub fn today_utc() -> String {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());

@@ -9,6 +9,7 @@
 
 pub mod accel;
 pub mod bench;
+pub mod bench_sched;
 pub mod floor;
 pub mod gdb;
 pub mod guest;

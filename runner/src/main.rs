@@ -35,7 +35,7 @@ enum Cmd {
     },
     /// Boot Spindle with its serial console on this terminal.
     Run(BootArgs),
-    /// Measure boot time.
+    /// Measure boot time or the scheduler.
     Bench {
         #[command(subcommand)]
         what: BenchCmd,
@@ -67,6 +67,24 @@ enum BenchCmd {
         /// Measure only this firmware.
         #[arg(long, value_enum)]
         firmware: Option<Firmware>,
+        /// Time the debug kernel instead of the release one.
+        #[arg(long)]
+        debug: bool,
+        #[arg(long, value_enum, default_value = "auto")]
+        accel: AccelChoice,
+        /// Do not update BENCHMARKS.md.
+        #[arg(long)]
+        no_write: bool,
+    },
+    /// Scheduler micro-benchmarks: context switch, thread create + join,
+    /// cross-CPU wake-up latency (in-guest, nanoseconds).
+    Sched {
+        /// Boots to take the median over.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+        runs: u32,
+        /// CPUs (at least 2 for the cross-CPU cases).
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=16))]
+        smp: u32,
         /// Time the debug kernel instead of the release one.
         #[arg(long)]
         debug: bool,
@@ -180,6 +198,16 @@ fn dispatch(cmd: Cmd) -> Result<u8> {
                     no_write,
                 },
         } => bench_boot(runs, machine, firmware, debug, accel, no_write),
+        Cmd::Bench {
+            what:
+                BenchCmd::Sched {
+                    runs,
+                    smp,
+                    debug,
+                    accel,
+                    no_write,
+                },
+        } => bench_sched(runs, smp, debug, accel, no_write),
         Cmd::Gdb {
             boot,
             print,
@@ -283,6 +311,30 @@ fn bench_boot(
     if !no_write {
         let path = spindle_runner::workspace_root().join("BENCHMARKS.md");
         bench::update_benchmarks_md(&path, &report)?;
+        eprintln!("spindle: updated {}", path.display());
+    }
+    Ok(0)
+}
+
+fn bench_sched(runs: u32, smp: u32, debug: bool, accel: AccelChoice, no_write: bool) -> Result<u8> {
+    let decision = decide_for_host(accel);
+    let kernel = build_kernel(if debug {
+        Profile::Debug
+    } else {
+        Profile::Release
+    })?;
+    let plan = spindle_runner::bench_sched::SchedBenchPlan {
+        kernel,
+        accel: decision.accel,
+        accel_reason: decision.reason,
+        runs: runs as usize,
+        smp,
+    };
+    let report = spindle_runner::bench_sched::run(&plan)?;
+    println!("{report}");
+    if !no_write {
+        let path = spindle_runner::workspace_root().join("BENCHMARKS.md");
+        spindle_runner::bench_sched::update_benchmarks_md(&path, &report)?;
         eprintln!("spindle: updated {}", path.display());
     }
     Ok(0)

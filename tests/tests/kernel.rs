@@ -21,10 +21,14 @@ struct Group {
     smp: u32,
 }
 
-const GROUPS: [Group; 2] = [
+const GROUPS: [Group; 3] = [
     Group {
         name: "smp1",
         smp: 1,
+    },
+    Group {
+        name: "smp2",
+        smp: 2,
     },
     Group {
         name: "smp4",

@@ -142,6 +142,21 @@ pub fn restore(state: &FpuState) {
 }
 
 /// Writes `value` into xmm0 (test support: the kernel emits no SSE).
+/// Writes `value` (twice) into xmm0 of the running CPU. For tests of FPU
+/// state across context switches.
+pub fn write_xmm0_u64(value: u64) {
+    let mut bytes = [0u8; 16];
+    bytes[..8].copy_from_slice(&value.to_le_bytes());
+    bytes[8..].copy_from_slice(&value.to_le_bytes());
+    write_xmm0(&bytes);
+}
+
+/// Reads the low half of xmm0 of the running CPU (tests).
+pub fn read_xmm0_u64() -> u64 {
+    let bytes = read_xmm0();
+    u64::from_le_bytes(bytes[..8].try_into().expect("eight bytes"))
+}
+
 fn write_xmm0(value: &[u8; 16]) {
     // SAFETY: `movdqu xmm0, [rax]` reads 16 bytes from `value`; xmm0 is
     // not used by the soft-float kernel, so clobbering it is harmless.

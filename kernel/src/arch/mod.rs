@@ -7,6 +7,7 @@
 pub mod apic;
 pub mod backtrace;
 mod boot;
+pub mod context;
 pub mod cpu_features;
 pub mod fpu;
 pub mod gdt;

@@ -621,44 +621,50 @@ crate::ktests! {
             let ist_ok = gdt::ist_stack_tops(index).is_some_and(|tops| tops.iter().all(|&top| top != 0));
             u64::from(block_ok) | u64::from(sse_ok) << 1 | u64::from(interrupts_off) << 2 | u64::from(ist_ok) << 3
         }
-        for index in 0..cpu::online_count() {
-            assert_eq!(call_on_cpu(index, own_index), Ok(index as u64));
-            let apic_id = cpu::apic_id_of(index).expect("online");
-            assert_eq!(call_on_cpu(index, own_apic_id), Ok(u64::from(apic_id)));
-            assert_eq!(call_on_cpu(index, own_setup_is_complete), Ok(0b1111), "CPU {index}");
-        }
-        assert_eq!(call_on_cpu(cpu::online_count(), own_index), Err(CallError::NoSuchCpu));
-        assert_eq!(call_on_cpu(usize::MAX, own_index), Err(CallError::NoSuchCpu));
+        // Called from CPU 0, where a call to itself runs directly.
+        crate::ktest::on_cpu(0, || {
+            for index in 0..cpu::online_count() {
+                assert_eq!(call_on_cpu(index, own_index), Ok(index as u64));
+                let apic_id = cpu::apic_id_of(index).expect("online");
+                assert_eq!(call_on_cpu(index, own_apic_id), Ok(u64::from(apic_id)));
+                assert_eq!(call_on_cpu(index, own_setup_is_complete), Ok(0b1111), "CPU {index}");
+            }
+            assert_eq!(call_on_cpu(cpu::online_count(), own_index), Err(CallError::NoSuchCpu));
+            assert_eq!(call_on_cpu(usize::MAX, own_index), Err(CallError::NoSuchCpu));
+        });
     }
 
     fn ipis_reach_every_cpu() {
-        use trap::InterruptKind::Reschedule;
-        let online = cpu::online_count();
-        let wait_for = |index: usize, target: u64| {
-            let deadline = time::now_ns() + CALL_TIMEOUT_NS;
-            while trap::interrupt_count(index, Reschedule) < target {
-                assert!(time::now_ns() < deadline, "CPU {index}: reschedule IPI count stuck below {target}");
-                core::hint::spin_loop();
+        // Sent from CPU 0 ("self" below), with a vector only tests use.
+        crate::ktest::on_cpu(0, || {
+            use trap::InterruptKind::Test;
+            let online = cpu::online_count();
+            let wait_for = |index: usize, target: u64| {
+                let deadline = time::now_ns() + CALL_TIMEOUT_NS;
+                while trap::interrupt_count(index, Test) < target {
+                    assert!(time::now_ns() < deadline, "CPU {index}: test IPI count stuck below {target}");
+                    core::hint::spin_loop();
+                }
+            };
+            // Each CPU, this one included, one IPI at a time (a second IPI of
+            // a vector still pending would merge with the first).
+            for index in 0..online {
+                let before = trap::interrupt_count(index, Test);
+                for round in 1..=5 {
+                    apic::send_ipi(index, trap::VECTOR_TEST_IPI).expect("IPI sent");
+                    wait_for(index, before + round);
+                }
             }
-        };
-        // Each CPU, this one included, one IPI at a time (a second IPI of
-        // a vector still pending would merge with the first).
-        for index in 0..online {
-            let before = trap::interrupt_count(index, Reschedule);
-            for round in 1..=5 {
-                apic::send_ipi(index, trap::VECTOR_RESCHEDULE).expect("IPI sent");
-                wait_for(index, before + round);
+            let before: Vec<u64> = (0..online).map(|index| trap::interrupt_count(index, Test)).collect();
+            apic::send_ipi_all_but_self(trap::VECTOR_TEST_IPI).expect("broadcast sent");
+            for (index, &count) in before.iter().enumerate().skip(1) {
+                wait_for(index, count + 1);
             }
-        }
-        let before: Vec<u64> = (0..online).map(|index| trap::interrupt_count(index, Reschedule)).collect();
-        apic::send_ipi_all_but_self(trap::VECTOR_RESCHEDULE).expect("broadcast sent");
-        for (index, &count) in before.iter().enumerate().skip(1) {
-            wait_for(index, count + 1);
-        }
-        // Give a stray self-delivery a moment to show up: there must be none.
-        wait_ns(1_000_000);
-        assert_eq!(trap::interrupt_count(0, Reschedule), before[0], "all-but-self reached self");
-        assert_eq!(apic::send_ipi(online, trap::VECTOR_RESCHEDULE), Err(apic::IpiError::NoSuchCpu));
+            // Give a stray self-delivery a moment to show up: there must be none.
+            wait_ns(1_000_000);
+            assert_eq!(trap::interrupt_count(0, Test), before[0], "all-but-self reached self");
+            assert_eq!(apic::send_ipi(online, trap::VECTOR_TEST_IPI), Err(apic::IpiError::NoSuchCpu));
+        });
     }
 
     fn application_processors_tick() {

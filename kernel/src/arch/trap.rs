@@ -46,6 +46,8 @@ pub const VECTOR_RESCHEDULE: u8 = 0x31;
 pub const VECTOR_TLB_SHOOTDOWN: u8 = 0x32;
 /// Asks a CPU to run a function posted to it (`smp::call_on_cpu`).
 pub const VECTOR_CALL_FUNCTION: u8 = 0x33;
+/// Only counted: for tests of IPI delivery that nothing else sends.
+pub const VECTOR_TEST_IPI: u8 = 0x34;
 pub const VECTOR_SPURIOUS: u8 = 0xff;
 
 const STUB_SIZE: usize = 16;
@@ -204,9 +206,10 @@ pub enum InterruptKind {
     Reschedule = 1,
     TlbShootdown = 2,
     CallFunction = 3,
+    Test = 4,
 }
 
-const INTERRUPT_KINDS: usize = 4;
+const INTERRUPT_KINDS: usize = 5;
 
 static INTERRUPT_COUNTS: [[AtomicU64; INTERRUPT_KINDS]; crate::cpu::MAX_CPUS] =
     [const { [const { AtomicU64::new(0) }; INTERRUPT_KINDS] }; crate::cpu::MAX_CPUS];
@@ -227,7 +230,7 @@ pub fn interrupt_count(cpu_index: usize, kind: InterruptKind) -> u64 {
 
 /// Called on every reschedule IPI, after its end of interrupt.
 fn reschedule_ipi_hook() {
-    // The scheduler hooks in here.
+    crate::sched::preempt_on_interrupt_exit();
 }
 
 /// Loads the (already filled) IDT on the running CPU.
@@ -320,7 +323,9 @@ extern "C" fn dispatch(frame: &mut TrapFrame) {
             if crate::cpu::current_index() == 0 {
                 time::on_tick();
             }
+            crate::sched::on_tick();
             apic::end_of_interrupt();
+            crate::sched::preempt_on_interrupt_exit();
         }
         vector if vector == VECTOR_RESCHEDULE as u64 => {
             count_interrupt(InterruptKind::Reschedule);
@@ -338,6 +343,10 @@ extern "C" fn dispatch(frame: &mut TrapFrame) {
             // on (tests do), and further IPIs must be able to arrive then.
             apic::end_of_interrupt();
             super::smp::handle_call_ipi();
+        }
+        vector if vector == VECTOR_TEST_IPI as u64 => {
+            count_interrupt(InterruptKind::Test);
+            apic::end_of_interrupt();
         }
         vector if vector == VECTOR_SPURIOUS as u64 => {
             // Spurious LAPIC interrupts take no EOI.

@@ -1,4 +1,6 @@
-//! Locks that are safe to take with interrupts enabled.
+//! Synchronisation: interrupt-safe spin locks (here), the sleeping
+//! `Mutex` and `Condvar` (which need the scheduler), and the big kernel
+//! lock of non-MP-safe kernel threads.
 //!
 //! `IrqSpinLock` is a spin lock that turns interrupts off on the local CPU
 //! while held and restores the previous state on release, so an interrupt
@@ -6,6 +8,13 @@
 //! for anything an interrupt handler may touch (console, frame allocator,
 //! clock state). Hold it briefly; never sleep under it (sleeping locks arrive
 //! with the scheduler).
+
+pub mod biglock;
+mod condvar;
+mod mutex;
+
+pub use condvar::Condvar;
+pub use mutex::Mutex;
 
 use core::ops::{Deref, DerefMut};
 

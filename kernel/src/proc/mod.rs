@@ -1,0 +1,269 @@
+//! Processes: proc0 (the kernel process), kernel processes, and (from the
+//! guest-process issue on) the user process.
+//!
+//! Owns the process table (`TABLE`: pid -> process, an `IrqSpinLock`) and
+//! the system-wide limits on processes and LWPs (`LIMITS`, atomics, set from
+//! the command line `kern.maxproc=`/`kern.maxlwp=` or by tests). A process
+//! has a pid, a name, state flags (`SYSTEM`, `EXITING`, `STOPPED`,
+//! `ZOMBIE`), its LWPs (the `lwps` lock, taken before any LWP's own locks),
+//! an LWP id allocator, a sleeping mutex `suspend_lock` (FreeBSD's process
+//! mutex for cooperative suspension) and its exit status.
+//!
+//! States: live -> exiting (`EXITING`: no new LWPs) -> zombie (no LWPs
+//! left; out of the table; the status stays readable through handles).
+//! A kernel process (not proc0) becomes a zombie when its last LWP exits.
+
+pub mod lwp;
+
+use alloc::collections::BTreeMap;
+use alloc::string::String;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+
+use spin::Once;
+
+use self::lwp::{Lwp, LwpId};
+use crate::errno::Errno;
+use crate::sync::{Condvar, IrqSpinLock, Mutex};
+
+pub type Pid = u32;
+
+/// Process flags.
+pub mod flags {
+    /// A kernel process (proc0 and FreeBSD kprocs): no user address space.
+    pub const SYSTEM: u32 = 1 << 0;
+    /// Exit has begun: no new LWPs (illumos `SEXITING`).
+    pub const EXITING: u32 = 1 << 1;
+    /// Stopped by request (`pstop`, with the control channel).
+    #[allow(dead_code, reason = "set once stop requests exist (pstop)")]
+    pub const STOPPED: u32 = 1 << 2;
+    /// Every LWP is gone.
+    pub const ZOMBIE: u32 = 1 << 3;
+}
+
+/// System-wide limits. Defaults are generous; tests lower them to reach
+/// the limit paths.
+pub struct Limits {
+    pub max_processes: AtomicUsize,
+    pub max_lwps: AtomicUsize,
+    /// The highest LWP id a process may hand out.
+    pub max_lwp_id: AtomicU32,
+}
+
+pub static LIMITS: Limits = Limits {
+    max_processes: AtomicUsize::new(1024),
+    max_lwps: AtomicUsize::new(65_536),
+    max_lwp_id: AtomicU32::new(i32::MAX as u32),
+};
+
+/// LWPs alive in the system (created and not yet exited).
+static LWP_COUNT: AtomicUsize = AtomicUsize::new(0);
+
+pub struct Process {
+    pub pid: Pid,
+    name: IrqSpinLock<String>,
+    flags: AtomicU32,
+    lwps: IrqSpinLock<LwpList>,
+    /// FreeBSD's process mutex, for `kthread_suspend` and friends.
+    pub suspend_lock: Mutex<()>,
+    exit_status: Mutex<Option<i32>>,
+    exit_changed: Condvar,
+}
+
+struct LwpList {
+    lwps: Vec<Arc<Lwp>>,
+    next_id: LwpId,
+}
+
+struct Table {
+    processes: BTreeMap<Pid, Arc<Process>>,
+    next_pid: Pid,
+}
+
+static TABLE: IrqSpinLock<Table> = IrqSpinLock::new(Table {
+    processes: BTreeMap::new(),
+    next_pid: 1,
+});
+static PROC0: Once<Arc<Process>> = Once::new();
+
+impl Process {
+    fn new(pid: Pid, name: &str, flags: u32) -> Process {
+        Process {
+            pid,
+            name: IrqSpinLock::new(String::from(name)),
+            flags: AtomicU32::new(flags),
+            lwps: IrqSpinLock::new(LwpList {
+                lwps: Vec::new(),
+                next_id: 1,
+            }),
+            suspend_lock: Mutex::new(()),
+            exit_status: Mutex::new(None),
+            exit_changed: Condvar::new(),
+        }
+    }
+
+    pub fn name(&self) -> String {
+        self.name.lock().clone()
+    }
+
+    pub fn flags(&self) -> u32 {
+        self.flags.load(Ordering::Acquire)
+    }
+
+    pub fn has_flag(&self, flag: u32) -> bool {
+        self.flags() & flag != 0
+    }
+
+    pub fn is_exiting(&self) -> bool {
+        self.flags() & (flags::EXITING | flags::ZOMBIE) != 0
+    }
+
+    /// Marks the process exiting: from now on LWP creation is refused.
+    pub fn begin_exit(&self) {
+        self.flags.fetch_or(flags::EXITING, Ordering::AcqRel);
+    }
+
+    /// Adds an LWP built by `make` (given its new id) unless the process is
+    /// exiting (`ESRCH`) or a limit is reached (`EAGAIN`).
+    pub fn add_lwp(&self, make: impl FnOnce(LwpId) -> Arc<Lwp>) -> Result<Arc<Lwp>, Errno> {
+        let mut list = self.lwps.lock();
+        if self.is_exiting() {
+            return Err(Errno::ESRCH);
+        }
+        if list.next_id > LIMITS.max_lwp_id.load(Ordering::Relaxed) {
+            return Err(Errno::EAGAIN);
+        }
+        let max_lwps = LIMITS.max_lwps.load(Ordering::Relaxed);
+        if LWP_COUNT.fetch_add(1, Ordering::AcqRel) >= max_lwps {
+            LWP_COUNT.fetch_sub(1, Ordering::AcqRel);
+            return Err(Errno::EAGAIN);
+        }
+        let lwp = make(list.next_id);
+        list.next_id += 1;
+        list.lwps.push(Arc::clone(&lwp));
+        Ok(lwp)
+    }
+
+    /// Removes an LWP that exited. Returns how many remain.
+    pub fn remove_lwp(&self, lwp: &Lwp) -> usize {
+        let mut list = self.lwps.lock();
+        let before = list.lwps.len();
+        list.lwps.retain(|other| other.serial != lwp.serial);
+        if list.lwps.len() < before {
+            LWP_COUNT.fetch_sub(1, Ordering::AcqRel);
+        }
+        list.lwps.len()
+    }
+
+    /// The LWPs, in creation order.
+    pub fn lwps(&self) -> Vec<Arc<Lwp>> {
+        self.lwps.lock().lwps.clone()
+    }
+
+    pub fn lwp_count(&self) -> usize {
+        self.lwps.lock().lwps.len()
+    }
+
+    pub fn find_lwp(&self, id: LwpId) -> Option<Arc<Lwp>> {
+        self.lwps
+            .lock()
+            .lwps
+            .iter()
+            .find(|lwp| lwp.id == id)
+            .cloned()
+    }
+
+    /// Ends the process with `status`: it becomes a zombie, leaves the table
+    /// and wakes whoever waits for it.
+    pub fn finish_exit(&self, status: i32) {
+        self.flags
+            .fetch_or(flags::EXITING | flags::ZOMBIE, Ordering::AcqRel);
+        TABLE.lock().processes.remove(&self.pid);
+        let mut exit_status = self.exit_status.lock();
+        *exit_status = Some(status);
+        self.exit_changed.notify_all();
+    }
+
+    /// Waits until the process has exited and returns its status (FreeBSD
+    /// 4-7: the parent collecting a kernel process's `kthread_exit` code).
+    pub fn wait_exit(&self) -> i32 {
+        let mut exit_status = self.exit_status.lock();
+        loop {
+            if let Some(status) = *exit_status {
+                return status;
+            }
+            exit_status = self.exit_changed.wait(exit_status);
+        }
+    }
+}
+
+impl core::fmt::Debug for Process {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "Process({} {:?})", self.pid, self.name())
+    }
+}
+
+/// Creates proc0, the kernel process. Called once at boot.
+pub fn init() -> Arc<Process> {
+    let command_line = crate::cmdline::get();
+    if let Some(value) = command_line
+        .value("kern.maxproc")
+        .and_then(|text| text.parse().ok())
+    {
+        LIMITS.max_processes.store(value, Ordering::Relaxed);
+    }
+    if let Some(value) = command_line
+        .value("kern.maxlwp")
+        .and_then(|text| text.parse().ok())
+    {
+        LIMITS.max_lwps.store(value, Ordering::Relaxed);
+    }
+    let proc0 = PROC0.call_once(|| Arc::new(Process::new(0, "kernel", flags::SYSTEM)));
+    TABLE.lock().processes.insert(0, Arc::clone(proc0));
+    Arc::clone(proc0)
+}
+
+/// The kernel process.
+pub fn proc0() -> Arc<Process> {
+    Arc::clone(
+        PROC0
+            .get()
+            .expect("proc::init runs before any thread is created"),
+    )
+}
+
+/// Creates a process (`EAGAIN` at the process limit).
+pub fn create(name: &str, process_flags: u32) -> Result<Arc<Process>, Errno> {
+    let mut table = TABLE.lock();
+    if table.processes.len() >= LIMITS.max_processes.load(Ordering::Relaxed) {
+        return Err(Errno::EAGAIN);
+    }
+    let pid = table.next_pid;
+    table.next_pid += 1;
+    let process = Arc::new(Process::new(pid, name, process_flags));
+    table.processes.insert(pid, Arc::clone(&process));
+    Ok(process)
+}
+
+/// Every process in the table, by pid.
+pub fn all() -> Vec<Arc<Process>> {
+    TABLE.lock().processes.values().cloned().collect()
+}
+
+pub fn find(pid: Pid) -> Option<Arc<Process>> {
+    TABLE.lock().processes.get(&pid).cloned()
+}
+
+/// Gives back the spare capacity of every process's LWP list (before leak
+/// checks).
+pub fn trim_caches() {
+    for process in all() {
+        process.lwps.lock().lwps.shrink_to_fit();
+    }
+}
+
+/// LWPs alive in the system.
+pub fn lwp_count() -> usize {
+    LWP_COUNT.load(Ordering::Acquire)
+}
