@@ -364,6 +364,19 @@ crate::ktests! {
         assert_eq!(after.1, heap, "heap bytes leaked (before {heap}, after {})", after.1);
     }
 
+    fn join_after_the_thread_exited_returns_at_once() {
+        // The exit is recorded under the LWP's exit lock, so a join that
+        // comes after it cannot miss it (the lost-wakeup race of joins that
+        // sleep on the thread handle).
+        let lwp = Builder::new("quick-exit").joinable().spawn(|| kthread::exit(7)).expect("spawn");
+        assert!(wait_until(2_000, || lwp.exit.lock().exited));
+        sleep_ns(10_000_000);
+        let started = time::now_ns();
+        assert_eq!(kthread::join(&lwp), Ok(7));
+        assert!(time::now_ns() - started < 100_000_000, "join of an exited thread waited");
+        assert_eq!(kthread::join(&lwp), Err(crate::errno::Errno::EINVAL), "joined twice");
+    }
+
     fn every_cpu_has_an_idle_lwp_in_proc0() {
         let names: Vec<_> = crate::proc::proc0().lwps().iter().map(|lwp| lwp.name()).collect();
         for cpu in online_cpus() {
