@@ -40,6 +40,11 @@ pub fn write_fmt(args: fmt::Arguments) {
     let _ = ConsoleWriter(&mut uart).write_fmt(args);
 }
 
+/// Writes raw bytes (the guest process's output) under the console lock.
+pub fn write_bytes(bytes: &[u8]) {
+    CONSOLE.lock().write_bytes(bytes);
+}
+
 /// Writes formatted text even if this CPU already holds the console lock.
 pub fn emergency_write(args: fmt::Arguments) {
     match CONSOLE.try_lock() {

@@ -10,10 +10,20 @@ use core::fmt;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(i32)]
 pub enum Errno {
+    EPERM = 1,
+    ENOENT = 2,
     ESRCH = 3,
+    EINTR = 4,
+    EBADF = 9,
     EAGAIN = 11,
     ENOMEM = 12,
+    EFAULT = 14,
+    EEXIST = 17,
     EINVAL = 22,
+    ENOTTY = 25,
+    ERANGE = 34,
+    ENOSYS = 38,
+    ETIMEDOUT = 110,
 }
 
 impl Errno {
@@ -26,10 +36,20 @@ impl Errno {
 
     pub fn name(self) -> &'static str {
         match self {
+            Errno::EPERM => "EPERM",
+            Errno::ENOENT => "ENOENT",
             Errno::ESRCH => "ESRCH",
+            Errno::EINTR => "EINTR",
+            Errno::EBADF => "EBADF",
             Errno::EAGAIN => "EAGAIN",
             Errno::ENOMEM => "ENOMEM",
+            Errno::EFAULT => "EFAULT",
+            Errno::EEXIST => "EEXIST",
             Errno::EINVAL => "EINVAL",
+            Errno::ENOTTY => "ENOTTY",
+            Errno::ERANGE => "ERANGE",
+            Errno::ENOSYS => "ENOSYS",
+            Errno::ETIMEDOUT => "ETIMEDOUT",
         }
     }
 }

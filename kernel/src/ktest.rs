@@ -67,6 +67,7 @@ const MODULES: &[&[KTest]] = &[
     crate::arch::smp::ktests::KTESTS,
     crate::mm::tlb::ktests::KTESTS,
     crate::arch::fpu::ktests::KTESTS,
+    crate::mm::usercopy::ktests::KTESTS,
     // Scheduler, sleep/wake-up, kernel threads and their interfaces.
     crate::sched::tests::ktests::KTESTS,
     crate::compat::netbsd::ktests::KTESTS,

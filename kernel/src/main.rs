@@ -38,7 +38,9 @@ mod proc;
 mod pvh;
 mod sched;
 mod sync;
+mod syscall;
 mod time;
+mod uproc;
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -50,6 +52,10 @@ const BOOT_KERNEL_STACK_PAGES: usize = 16;
 /// The RSDP address from the start info (0: none given), for the second
 /// half of the boot, which runs on another stack.
 static RSDP_FROM_START_INFO: AtomicU64 = AtomicU64::new(0);
+
+/// The boot modules (the guest image), kept from the start info.
+static BOOT_MODULES: sync::IrqSpinLock<alloc::vec::Vec<core::ops::Range<u64>>> =
+    sync::IrqSpinLock::new(alloc::vec::Vec::new());
 
 /// The boot CPU's kernel stack, handed from `kmain` to the scheduler.
 static MAIN_STACK: sync::IrqSpinLock<Option<mm::stack::KernelStack>> = sync::IrqSpinLock::new(None);
@@ -69,6 +75,7 @@ pub extern "C" fn kmain(start_info_physical: u64) -> ! {
     cpu::init_boot_cpu();
     arch::cpu_features::enable_sse();
     time::calibrate_tsc();
+    time::init_wall_clock();
     arch::trap::load_idt(false);
 
     let boot = match pvh::BootInfo::read(start_info_physical) {
@@ -112,6 +119,9 @@ pub extern "C" fn kmain(start_info_physical: u64) -> ! {
     arch::trap::load_idt(true);
 
     RSDP_FROM_START_INFO.store(boot.rsdp.unwrap_or(0), Ordering::Relaxed);
+    *BOOT_MODULES.lock() = boot.modules().to_vec();
+    let smap = arch::syscall::init_this_cpu();
+    mm::usercopy::set_smap_enabled(smap);
     let stack = mm::stack::KernelStack::new(BOOT_KERNEL_STACK_PAGES)
         .expect("memory for the boot kernel stack");
     let top = stack.top();
@@ -206,6 +216,13 @@ extern "C" fn kmain_on_kernel_stack() -> ! {
     }
     if cmdline::get().value("kbench").is_some() {
         kbench::run();
+    }
+    let modules = BOOT_MODULES.lock().clone();
+    if uproc::start(&modules) {
+        // The supervisor runs the process and powers off when it is done.
+        loop {
+            arch::wait_for_interrupt();
+        }
     }
     match cmdline::get().value("crash") {
         None => {}

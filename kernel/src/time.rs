@@ -34,6 +34,51 @@ static APIC_TIMER_HZ: AtomicU64 = AtomicU64::new(0);
 static TICK_HZ: AtomicU64 = AtomicU64::new(0);
 static TICKS: AtomicU64 = AtomicU64::new(0);
 
+/// Wall-clock nanoseconds at time zero (from the CMOS clock).
+static BOOT_EPOCH_NS: AtomicU64 = AtomicU64::new(0);
+static RANDOM_STATE: AtomicU64 = AtomicU64::new(0x9e37_79b9_7f4a_7c15);
+
+/// Reads the wall clock once (at boot, after the TSC is calibrated).
+pub fn init_wall_clock() {
+    if let Some(seconds) = arch::rtc::read_unix_seconds() {
+        BOOT_EPOCH_NS.store(
+            (seconds * 1_000_000_000).saturating_sub(now_ns()),
+            Ordering::Relaxed,
+        );
+    }
+    let features = core::arch::x86_64::__cpuid(1);
+    let mut seed = arch::read_tsc() ^ BOOT_EPOCH_NS.load(Ordering::Relaxed);
+    if features.ecx & (1 << 30) != 0 {
+        let mut hardware = 0u64;
+        // SAFETY: CPUID says RDRAND exists; it only writes `hardware`.
+        if unsafe { core::arch::x86_64::_rdrand64_step(&mut hardware) } == 1 {
+            seed ^= hardware;
+        }
+    }
+    RANDOM_STATE.store(seed | 1, Ordering::Relaxed);
+}
+
+/// Nanoseconds since the Unix epoch.
+pub fn realtime_ns() -> u64 {
+    BOOT_EPOCH_NS.load(Ordering::Relaxed) + now_ns()
+}
+
+/// A pseudo-random number (xorshift64*, seeded at boot; not for keys).
+pub fn random_u64() -> u64 {
+    let mut state = RANDOM_STATE.load(Ordering::Relaxed);
+    loop {
+        let mut next = state ^ arch::read_tsc().rotate_left(17);
+        next ^= next >> 12;
+        next ^= next << 25;
+        next ^= next >> 27;
+        match RANDOM_STATE.compare_exchange_weak(state, next, Ordering::Relaxed, Ordering::Relaxed)
+        {
+            Ok(_) => return next.wrapping_mul(0x2545_f491_4f6c_dd1d),
+            Err(current) => state = current,
+        }
+    }
+}
+
 /// Marks time zero. Called first thing in `kmain`.
 pub fn mark_boot() {
     BOOT_TSC.store(arch::read_tsc(), Ordering::Relaxed);

@@ -13,7 +13,9 @@ pub mod fpu;
 pub mod gdt;
 pub mod percpu;
 pub mod pit;
+pub mod rtc;
 pub mod smp;
+pub mod syscall;
 pub mod trap;
 
 /// Switches to a new stack whose top is `stack_top` and calls `continuation`
@@ -53,4 +55,12 @@ pub fn halt_forever() -> ! {
 pub fn read_tsc() -> u64 {
     // SAFETY: rdtsc has no side effects.
     unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+/// Sets the FS base (user mode's thread pointer) of this CPU.
+pub fn set_fs_base(base: u64) {
+    use x86_64::registers::model_specific::FsBase;
+    if let Some(base) = x86_64::VirtAddr::try_new(base).ok() {
+        FsBase::write(base);
+    }
 }

@@ -408,6 +408,7 @@ extern "C" fn ap_long_mode_entry() -> ! {
 extern "C" fn ap_entry() -> ! {
     let index = STARTING_INDEX.load(Ordering::Relaxed);
     cpu_features::enable_sse();
+    super::syscall::init_this_cpu();
     cpu::enter(index);
     if gdt::load(index).is_err() {
         super::halt_forever();

@@ -132,6 +132,10 @@ extern "C" fn common_entry() {
         "cld",
         "mov rdi, rsp",
         "call {dispatch}",
+        // Every return to an interrupted context, and every entry into user
+        // mode (system call exit, a new LWP's first entry), ends here.
+        ".global spindle_trap_return",
+        "spindle_trap_return:",
         "pop r15",
         "pop r14",
         "pop r13",
@@ -316,6 +320,13 @@ static SPURIOUS_COUNT: AtomicU64 = AtomicU64::new(0);
 static UNEXPECTED_IRQ_COUNT: AtomicU64 = AtomicU64::new(0);
 
 extern "C" fn dispatch(frame: &mut TrapFrame) {
+    dispatch_vector(frame);
+    if frame.cs & 3 == 3 {
+        crate::uproc::before_return_to_user();
+    }
+}
+
+fn dispatch_vector(frame: &mut TrapFrame) {
     match frame.vector {
         0..=31 => handle_exception(frame),
         vector if vector == VECTOR_TIMER as u64 => {
@@ -365,12 +376,37 @@ extern "C" fn dispatch(frame: &mut TrapFrame) {
     }
 }
 
+/// Page-fault error code bits.
+const PF_WRITE: u64 = 1 << 1;
+const PF_INSTRUCTION: u64 = 1 << 4;
+
 fn handle_exception(frame: &mut TrapFrame) {
     let fault_address = if frame.vector == 14 {
         Cr2::read_raw()
     } else {
         0
     };
+    let from_user = frame.cs & 3 == 3;
+    // A page fault on user memory (from user mode, or from a kernel copy
+    // that was interruptible): map the page if a region allows it.
+    if frame.vector == 14 && (from_user || frame.rflags & 0x200 != 0) {
+        let access = crate::mm::vm::Access {
+            write: frame.error_code & PF_WRITE != 0,
+            execute: frame.error_code & PF_INSTRUCTION != 0,
+        };
+        if crate::uproc::resolve_user_fault(fault_address, access) {
+            return;
+        }
+    }
+    if from_user {
+        crate::uproc::user_fault(
+            frame.vector as u8,
+            exception_name(frame.vector),
+            frame.rip,
+            fault_address,
+        );
+        return;
+    }
     if let Some(fixup) = fixup_for(frame.rip) {
         log::debug!(
             "recovered {} at {:#x} (address {:#x})",

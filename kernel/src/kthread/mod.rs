@@ -49,6 +49,7 @@ pub struct Builder {
     process: Option<Arc<Process>>,
     hold_mask: SignalSet,
     flags: u32,
+    user_mode: bool,
 }
 
 impl Builder {
@@ -67,7 +68,16 @@ impl Builder {
             process: None,
             hold_mask: SignalSet::ALL,
             flags: flags::MPSAFE,
+            user_mode: false,
         }
+    }
+
+    /// A thread of a user process that will run in user mode: not a kernel
+    /// thread, nothing held, FPU state kept.
+    pub fn user_mode(mut self) -> Builder {
+        self.user_mode = true;
+        self.hold_mask = SignalSet::EMPTY;
+        self
     }
 
     pub fn class(mut self, class: SchedClass, priority: Priority) -> Builder {
@@ -146,7 +156,11 @@ impl Builder {
         }
         let stack = KernelStack::new(self.stack_pages).ok_or(Errno::ENOMEM)?;
         let context = sched::new_thread_context(&stack);
-        let mut lwp_flags = self.flags | flags::KERNEL_THREAD;
+        let mut lwp_flags = if self.user_mode {
+            self.flags | flags::USER | flags::USES_FPU
+        } else {
+            self.flags | flags::KERNEL_THREAD
+        };
         if self.joinable {
             lwp_flags |= flags::JOINABLE;
         }
@@ -207,7 +221,10 @@ pub fn exit(code: i32) -> ! {
     }
     let remaining = me.process.remove_lwp(&me);
     if remaining == 0 && me.process.pid != 0 {
-        me.process.finish_exit(code);
+        // A user process's status was decided by exit_group, its last user
+        // thread or a fault; a kernel process ends with its last thread's.
+        let status = me.process.termination().unwrap_or(code);
+        me.process.finish_exit(status);
     }
     drop(me);
     sched::exit_current()

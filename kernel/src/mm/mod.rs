@@ -19,6 +19,8 @@ pub mod heap;
 pub mod paging;
 pub mod stack;
 pub mod tlb;
+pub mod usercopy;
+pub mod vm;
 
 use core::ops::Range;
 

@@ -31,6 +31,29 @@ const HUGE_PAGE_SIZE: u64 = 2 << 20;
 
 static PAGE_TABLES: IrqSpinLock<()> = IrqSpinLock::new(());
 static NO_EXECUTE: AtomicBool = AtomicBool::new(false);
+/// The kernel's PML4 (physical), recorded by `init`.
+static KERNEL_PML4: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// The kernel's own PML4: loaded whenever no user address space is.
+pub fn kernel_pml4() -> u64 {
+    KERNEL_PML4.load(Ordering::Relaxed)
+}
+
+/// Whether page tables may use the no-execute bit.
+pub fn no_execute_enabled() -> bool {
+    NO_EXECUTE.load(Ordering::Relaxed)
+}
+
+/// Loads `root` into CR3 unless it is loaded already.
+pub fn switch_address_space(root: u64) {
+    let (current, flags) = Cr3::read();
+    if current.start_address().as_u64() != root {
+        // SAFETY: `root` is the kernel's PML4 or a user address space's,
+        // whose upper half is the kernel's; both map everything the kernel
+        // is running on.
+        unsafe { Cr3::write(PhysFrame::containing_address(PhysAddr::new(root)), flags) };
+    }
+}
 
 /// Gives page-table frames to the x86_64 crate's mapper.
 struct KernelFrameSource;
@@ -85,6 +108,7 @@ fn enable_no_execute() {
 /// the RAM ranges of the memory map.
 pub fn init(ram: &[Range<u64>]) {
     enable_no_execute();
+    KERNEL_PML4.store(Cr3::read().0.start_address().as_u64(), Ordering::Relaxed);
     let is_ram = |range: Range<u64>| {
         ram.iter()
             .any(|r| r.start < range.end && range.start < r.end)

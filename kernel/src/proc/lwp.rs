@@ -127,6 +127,8 @@ pub mod flags {
     pub const USES_FPU: u32 = 1 << 6;
     /// Held at creation (illumos `TP_HOLDLWP`): not startable until cleared.
     pub const HOLD: u32 = 1 << 7;
+    /// Runs in user mode (a thread of the guest process).
+    pub const USER: u32 = 1 << 8;
 }
 
 /// How an LWP ended, and whether it was joined.
@@ -152,7 +154,15 @@ pub struct Lwp {
     pub serial: u64,
     pub process: Arc<Process>,
     bound_cpu: Option<usize>,
+    /// The top of the kernel stack (0 for code adopted at boot); where
+    /// entries from user mode put their trap frame.
+    pub stack_top: u64,
+    /// User mode's FS base (thread-local storage), loaded when it runs.
+    pub fs_base: AtomicU64,
+    /// Linux `clear_child_tid`: zeroed and futex-woken when the LWP exits.
+    pub clear_child_tid: AtomicU64,
     name: IrqSpinLock<String>,
+    alternate_stack: IrqSpinLock<(u64, u32, u64)>,
     flags: AtomicU32,
     pub sched: IrqSpinLock<SchedInfo>,
     /// Set while a CPU runs this LWP or is still switching away from it.
@@ -164,6 +174,8 @@ pub struct Lwp {
     /// A pending interruption (later: signals, stop requests, exit).
     interrupt_pending: AtomicBool,
     entry: IrqSpinLock<Option<Box<dyn FnOnce() + Send>>>,
+    /// A user LWP's first user-mode registers, taken when it first runs.
+    user_entry: IrqSpinLock<Option<crate::arch::trap::TrapFrame>>,
     pub exit: Mutex<ExitState>,
     pub exit_changed: Condvar,
     pub suspend: IrqSpinLock<SuspendState>,
@@ -202,7 +214,11 @@ impl Lwp {
             serial: NEXT_SERIAL.fetch_add(1, Ordering::Relaxed),
             process: parts.process,
             bound_cpu: parts.bound_cpu,
+            stack_top: parts.stack.as_ref().map_or(0, |stack| stack.top()),
+            fs_base: AtomicU64::new(0),
+            clear_child_tid: AtomicU64::new(0),
             name: IrqSpinLock::new(parts.name),
+            alternate_stack: IrqSpinLock::new((0, 0, 0)),
             flags: AtomicU32::new(parts.flags),
             sched: IrqSpinLock::new(SchedInfo {
                 state: parts.state,
@@ -224,6 +240,7 @@ impl Lwp {
             hold_mask: AtomicU64::new(parts.hold_mask.0),
             interrupt_pending: AtomicBool::new(false),
             entry: IrqSpinLock::new(parts.entry),
+            user_entry: IrqSpinLock::new(None),
             exit: Mutex::new(ExitState::default()),
             exit_changed: Condvar::new(),
             suspend: IrqSpinLock::new(SuspendState::default()),
@@ -262,6 +279,19 @@ impl Lwp {
         SignalSet(self.hold_mask.load(Ordering::Acquire))
     }
 
+    pub fn set_hold_mask(&self, mask: SignalSet) {
+        self.hold_mask.store(mask.0, Ordering::Release);
+    }
+
+    /// The alternate signal stack: (base, flags, size); size 0 = none.
+    pub fn alternate_stack(&self) -> (u64, u32, u64) {
+        *self.alternate_stack.lock()
+    }
+
+    pub fn set_alternate_stack(&self, stack: (u64, u32, u64)) {
+        *self.alternate_stack.lock() = stack;
+    }
+
     pub fn state(&self) -> LwpState {
         self.sched.lock().state
     }
@@ -283,6 +313,16 @@ impl Lwp {
     /// The entry function, taken once when the LWP first runs.
     pub fn take_entry(&self) -> Option<Box<dyn FnOnce() + Send>> {
         self.entry.lock().take()
+    }
+
+    /// Sets the registers a user LWP starts user mode with.
+    pub fn set_user_entry(&self, frame: crate::arch::trap::TrapFrame) {
+        *self.user_entry.lock() = Some(frame);
+    }
+
+    /// The user-mode start registers, taken once.
+    pub fn take_user_entry(&self) -> Option<crate::arch::trap::TrapFrame> {
+        self.user_entry.lock().take()
     }
 
     /// The kernel stack, taken once the LWP is a zombie and off every CPU.

@@ -62,6 +62,9 @@ static LWP_COUNT: AtomicUsize = AtomicUsize::new(0);
 
 pub struct Process {
     pub pid: Pid,
+    /// The CR3 its LWPs run with: a user address space's root, or 0 for
+    /// the kernel's.
+    cr3: core::sync::atomic::AtomicU64,
     name: IrqSpinLock<String>,
     flags: AtomicU32,
     lwps: IrqSpinLock<LwpList>,
@@ -69,7 +72,23 @@ pub struct Process {
     pub suspend_lock: Mutex<()>,
     exit_status: Mutex<Option<i32>>,
     exit_changed: Condvar,
+    /// A user process's address space (None for kernel processes).
+    pub vm: IrqSpinLock<Option<Arc<crate::mm::vm::AddressSpace>>>,
+    /// How it ended, as Linux's wait status encodes it (`code << 8`, or the
+    /// signal number), once decided; the first decision stands.
+    termination: core::sync::atomic::AtomicI64,
+    /// Its LWPs that run in user mode.
+    pub user_lwps: AtomicUsize,
+    /// A user process's LWPs that have exited: its address space is torn
+    /// down only once they are all off their CPUs.
+    departed: IrqSpinLock<Vec<Arc<Lwp>>>,
+    /// Signal dispositions as `struct sigaction` bytes, per signal 1..=64
+    /// (recorded now; delivery arrives with the signals issue).
+    signal_actions: IrqSpinLock<alloc::boxed::Box<[[u8; 32]; 64]>>,
 }
+
+/// `termination` before anything decided it.
+const UNDECIDED: i64 = -1;
 
 struct LwpList {
     lwps: Vec<Arc<Lwp>>,
@@ -91,6 +110,7 @@ impl Process {
     fn new(pid: Pid, name: &str, flags: u32) -> Process {
         Process {
             pid,
+            cr3: core::sync::atomic::AtomicU64::new(0),
             name: IrqSpinLock::new(String::from(name)),
             flags: AtomicU32::new(flags),
             lwps: IrqSpinLock::new(LwpList {
@@ -100,11 +120,26 @@ impl Process {
             suspend_lock: Mutex::new(()),
             exit_status: Mutex::new(None),
             exit_changed: Condvar::new(),
+            vm: IrqSpinLock::new(None),
+            termination: core::sync::atomic::AtomicI64::new(UNDECIDED),
+            user_lwps: AtomicUsize::new(0),
+            departed: IrqSpinLock::new(Vec::new()),
+            signal_actions: IrqSpinLock::new(alloc::boxed::Box::new([[0; 32]; 64])),
         }
     }
 
     pub fn name(&self) -> String {
         self.name.lock().clone()
+    }
+
+    /// The page-table root its LWPs run with (0: the kernel's).
+    pub fn cr3(&self) -> u64 {
+        self.cr3.load(Ordering::Acquire)
+    }
+
+    /// Sets the page-table root (a user address space's, or 0).
+    pub fn set_cr3(&self, root: u64) {
+        self.cr3.store(root, Ordering::Release);
     }
 
     pub fn flags(&self) -> u32 {
@@ -149,11 +184,60 @@ impl Process {
     pub fn remove_lwp(&self, lwp: &Lwp) -> usize {
         let mut list = self.lwps.lock();
         let before = list.lwps.len();
-        list.lwps.retain(|other| other.serial != lwp.serial);
+        let mut removed = None;
+        list.lwps.retain(|other| {
+            let keep = other.serial != lwp.serial;
+            if !keep {
+                removed = Some(Arc::clone(other));
+            }
+            keep
+        });
         if list.lwps.len() < before {
             LWP_COUNT.fetch_sub(1, Ordering::AcqRel);
         }
-        list.lwps.len()
+        let remaining = list.lwps.len();
+        drop(list);
+        if let Some(removed) = removed
+            && self.vm.lock().is_some()
+        {
+            self.departed.lock().push(removed);
+        }
+        remaining
+    }
+
+    /// The recorded `struct sigaction` of `signal` (1..=64).
+    pub fn signal_action(&self, signal: u32) -> [u8; 32] {
+        self.signal_actions.lock()[(signal - 1) as usize]
+    }
+
+    pub fn set_signal_action(&self, signal: u32, action: [u8; 32]) {
+        self.signal_actions.lock()[(signal - 1) as usize] = action;
+    }
+
+    /// The exited LWPs of a user process, handed over once (teardown).
+    pub fn take_departed(&self) -> Vec<Arc<Lwp>> {
+        core::mem::take(&mut *self.departed.lock())
+    }
+
+    /// Decides how the process ends (wait-status encoding), unless that
+    /// was decided already. Returns whether this call decided it.
+    pub fn decide_termination(&self, wait_status: i32) -> bool {
+        self.termination
+            .compare_exchange(
+                UNDECIDED,
+                i64::from(wait_status),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok()
+    }
+
+    /// The decided termination, if any.
+    pub fn termination(&self) -> Option<i32> {
+        match self.termination.load(Ordering::Acquire) {
+            UNDECIDED => None,
+            status => Some(status as i32),
+        }
     }
 
     /// The LWPs, in creation order.

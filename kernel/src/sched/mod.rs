@@ -270,9 +270,16 @@ extern "C" fn thread_start() -> ! {
         biglock::acquire();
     }
     let entry = me.take_entry();
+    let user_entry = me.take_user_entry();
+    let stack_top = me.stack_top;
     drop(me);
     if let Some(entry) = entry {
         entry();
+    }
+    // A user LWP goes to user mode for good; nothing it owns stays on this
+    // stack frame (it is never unwound).
+    if let Some(frame) = user_entry {
+        arch::syscall::enter_user(&frame, stack_top);
     }
     crate::kthread::exit(0)
 }
@@ -541,6 +548,23 @@ pub fn interrupt(lwp: &Arc<Lwp>) {
     wake_sleep(lwp, None, WakeReason::Interrupted);
 }
 
+/// Makes the CPU running `lwp` (if another) pass through the scheduler
+/// soon: an LWP in user mode then notices what changed (its process
+/// exiting) on its way back.
+pub fn poke(lwp: &Lwp) {
+    let cpu = {
+        let info = lwp.sched.lock();
+        if info.state != LwpState::OnCpu {
+            return;
+        }
+        info.last_cpu
+    };
+    if cpu != cpu::current_index() {
+        CPUS[cpu].need_resched.store(true, Ordering::Release);
+        let _ = arch::apic::send_ipi(cpu, arch::trap::VECTOR_RESCHEDULE);
+    }
+}
+
 /// Gives the CPU to another runnable LWP of the same or higher priority, if
 /// any. Releases the big kernel lock meanwhile, as NetBSD's `yield` does.
 pub fn yield_now() {
@@ -698,6 +722,7 @@ pub fn schedule() {
     {
         arch::fpu::restore(state);
     }
+    load_address_space_of(&next);
     let from: *const Context = &current.context;
     let to: *const Context = &next.context;
     *this.previous.lock() = Some(current);
@@ -710,6 +735,26 @@ pub fn schedule() {
     finish_switch();
     if interrupts_were_enabled {
         interrupts::enable();
+    }
+}
+
+/// Points this CPU at what `next` needs to run and to enter the kernel from
+/// user mode: its process's page tables, its kernel stack for system calls
+/// and interrupts, its FS base.
+fn load_address_space_of(next: &Lwp) {
+    let root = match next.process.cr3() {
+        0 => crate::mm::paging::kernel_pml4(),
+        root => root,
+    };
+    crate::mm::paging::switch_address_space(root);
+    if next.stack_top != 0 {
+        crate::cpu::current()
+            .kernel_stack_top
+            .store(next.stack_top, Ordering::Relaxed);
+        arch::gdt::set_user_entry_stack(next.stack_top);
+    }
+    if next.has_flag(flags::USER) {
+        arch::set_fs_base(next.fs_base.load(Ordering::Relaxed));
     }
 }
 

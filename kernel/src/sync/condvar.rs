@@ -84,6 +84,15 @@ impl Condvar {
         self.wait_inner(guard, None, true)
     }
 
+    /// Interruptible, with a timeout.
+    pub fn wait_timeout_interruptible<'a, T>(
+        &self,
+        guard: MutexGuard<'a, T>,
+        timeout_ns: u64,
+    ) -> (MutexGuard<'a, T>, WaitResult) {
+        self.wait_inner(guard, Some(time::now_ns().saturating_add(timeout_ns)), true)
+    }
+
     /// Wakes one waiter, if any.
     pub fn notify_one(&self) {
         loop {
