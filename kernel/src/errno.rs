@@ -11,7 +11,6 @@ use core::fmt;
 #[repr(i32)]
 pub enum Errno {
     EPERM = 1,
-    ENOENT = 2,
     ESRCH = 3,
     EINTR = 4,
     EBADF = 9,
@@ -37,7 +36,6 @@ impl Errno {
     pub fn name(self) -> &'static str {
         match self {
             Errno::EPERM => "EPERM",
-            Errno::ENOENT => "ENOENT",
             Errno::ESRCH => "ESRCH",
             Errno::EINTR => "EINTR",
             Errno::EBADF => "EBADF",

@@ -60,7 +60,7 @@ pub fn read_tsc() -> u64 {
 /// Sets the FS base (user mode's thread pointer) of this CPU.
 pub fn set_fs_base(base: u64) {
     use x86_64::registers::model_specific::FsBase;
-    if let Some(base) = x86_64::VirtAddr::try_new(base).ok() {
+    if let Ok(base) = x86_64::VirtAddr::try_new(base) {
         FsBase::write(base);
     }
 }

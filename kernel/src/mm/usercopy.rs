@@ -117,10 +117,6 @@ pub fn write_u32(address: u64, value: u32) -> Result<(), Errno> {
     copy_to_user(address, &value.to_le_bytes())
 }
 
-pub fn write_u64(address: u64, value: u64) -> Result<(), Errno> {
-    copy_to_user(address, &value.to_le_bytes())
-}
-
 crate::ktests! {
     fn kernel_and_wrapping_ranges_are_refused() {
         let mut buffer = [0u8; 8];

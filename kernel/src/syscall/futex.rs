@@ -56,7 +56,7 @@ fn remove_waiter(key: Key, waker: &Waker) {
 
 /// Waits while `*address == expected`, until woken or `deadline_ns`.
 fn wait(address: u64, expected: u32, deadline_ns: Option<u64>) -> SysResult {
-    if address % 4 != 0 {
+    if !address.is_multiple_of(4) {
         return Err(Errno::EINVAL);
     }
     // Touch the word first (faulting its page in, outside any lock).

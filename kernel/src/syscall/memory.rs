@@ -43,7 +43,7 @@ fn current_vm() -> Result<Arc<AddressSpace>, Errno> {
 }
 
 fn page_aligned(value: u64) -> bool {
-    value % PAGE_SIZE == 0
+    value.is_multiple_of(PAGE_SIZE)
 }
 
 fn length_in_pages(length: u64) -> Result<u64, Errno> {
@@ -280,11 +280,10 @@ pub fn brk(requested: u64) -> SysResult {
         if new_end > MMAP_TOP || overlaps(&layout, old_end, new_end) {
             return Ok(current);
         }
-        // One heap region, grown in place.
-        let heap_start = layout.brk_start;
-        layout.regions.remove(&heap_start);
+        // The heap grows by a region of its own (earlier pieces may have
+        // been split by mprotect; they stay as they are).
         layout.regions.insert(
-            heap_start,
+            old_end,
             Region {
                 end: new_end,
                 prot: prot::READ | prot::WRITE,
@@ -293,17 +292,6 @@ pub fn brk(requested: u64) -> SysResult {
         );
     } else if new_end < old_end {
         carve(&mut layout, new_end, old_end);
-        if new_end > layout.brk_start {
-            let heap_start = layout.brk_start;
-            layout.regions.insert(
-                heap_start,
-                Region {
-                    end: new_end,
-                    prot: prot::READ | prot::WRITE,
-                    kind: RegionKind::Heap,
-                },
-            );
-        }
         drop(layout);
         vm.unmap_pages(new_end..old_end);
         let mut layout = vm.layout.lock();

@@ -207,7 +207,7 @@ pub fn sched_getaffinity(pid: u64, length: u64, mask: u64) -> SysResult {
     if pid != 0 && sched::current().process.pid as u64 != pid {
         return Err(Errno::ESRCH);
     }
-    if length < 8 || length % 8 != 0 {
+    if length < 8 || !length.is_multiple_of(8) {
         return Err(Errno::EINVAL);
     }
     let mut bits = 0u64;

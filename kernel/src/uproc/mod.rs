@@ -418,6 +418,18 @@ pub fn user_fault(vector: u8, name: &str, rip: u64, address: u64) {
     let process = Arc::clone(&me.process);
     drop(me);
     interrupts::enable();
+    if let Some(vm) = process.vm.lock().clone() {
+        let layout = vm.layout.lock();
+        for (start, region) in layout.regions.iter() {
+            log::debug!(
+                "  region {start:#x}..{:#x} prot {} {:?}",
+                region.end,
+                region.prot,
+                region.kind
+            );
+        }
+        log::debug!("  break {:#x} (from {:#x})", layout.brk, layout.brk_start);
+    }
     begin_process_exit(&process, signal);
     drop(process);
     exit_lwp(0);
