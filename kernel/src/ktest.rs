@@ -193,12 +193,14 @@ pub fn quiesce() -> Quiet {
     if let Some(process) = &housekeeping {
         crate::compat::freebsd4::kthread_suspend(process, time::tick_hz() * 5)
             .expect("housekeeping acknowledges a suspension within 5 s");
-        // It acknowledged; wait until it has also gone back to sleep.
+        // It acknowledged; wait until it has also gone back to sleep and
+        // is off its CPU (a sleeper is marked `Sleeping` a little before it
+        // has finished getting there).
         let parked = wait_until(5_000, || {
-            process
-                .lwps()
-                .iter()
-                .all(|lwp| lwp.state() == crate::proc::lwp::LwpState::Sleeping)
+            process.lwps().iter().all(|lwp| {
+                lwp.state() == crate::proc::lwp::LwpState::Sleeping
+                    && !lwp.on_cpu.load(core::sync::atomic::Ordering::Acquire)
+            })
         });
         assert!(parked, "housekeeping did not park");
     }

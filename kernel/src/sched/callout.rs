@@ -52,3 +52,8 @@ pub fn run_due(now_ns: u64) {
         work();
     }
 }
+
+/// Callouts waiting to run.
+pub fn pending() -> usize {
+    CALLOUTS.lock().len()
+}
