@@ -52,8 +52,3 @@ pub fn run_due(now_ns: u64) {
         work();
     }
 }
-
-/// Callouts waiting to run.
-pub fn pending() -> usize {
-    CALLOUTS.lock().len()
-}
