@@ -219,10 +219,9 @@ extern "C" fn kmain_on_kernel_stack() -> ! {
     }
     let modules = BOOT_MODULES.lock().clone();
     if uproc::start(&modules) {
-        // The supervisor runs the process and powers off when it is done.
-        loop {
-            arch::wait_for_interrupt();
-        }
+        // The supervisor runs the process and powers off when it is done;
+        // the boot flow's work is over.
+        kthread::exit(0);
     }
     match cmdline::get().value("crash") {
         None => {}
@@ -244,10 +243,9 @@ extern "C" fn kmain_on_kernel_stack() -> ! {
             )
         }
     }
-    log::info!(target: "spindle", "no guest process to run yet: idling");
-    loop {
-        arch::wait_for_interrupt();
-    }
+    log::info!(target: "spindle", "no guest image (-initrd): idling");
+    // The CPUs' idle LWPs take over.
+    kthread::exit(0)
 }
 
 /// Recurses until the kernel stack's guard page stops it (`crash=stack-overflow`).
