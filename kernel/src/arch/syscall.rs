@@ -110,18 +110,28 @@ pub fn init_this_cpu() -> bool {
     smap
 }
 
-/// Enters user mode with the registers in `frame`, on the running LWP's
-/// kernel stack whose top is `stack_top` (the frame is placed there, where
-/// every later entry from user mode will put its own).
-pub fn enter_user(frame: &TrapFrame, stack_top: u64) -> ! {
-    let size = core::mem::size_of::<TrapFrame>() as u64;
-    let place = (stack_top - size) as *mut TrapFrame;
-    // SAFETY: `stack_top` is the top of the running LWP's own kernel stack;
-    // the frame goes into its highest bytes, which nothing else uses, and
-    // the stack pointer moves there before the common exit pops it and
-    // `iretq`s to user mode (cs/ss are user selectors, rflags has IF).
+/// Bytes a trap frame takes at the top of a kernel stack.
+pub const TRAP_FRAME_SIZE: u64 = core::mem::size_of::<TrapFrame>() as u64;
+
+/// Places `frame` at the top of a kernel stack whose LWP has not run yet
+/// (its context starts below that area; see `sched::new_thread_context`).
+pub fn place_user_frame(stack_top: u64, frame: &TrapFrame) {
+    let place = (stack_top - TRAP_FRAME_SIZE) as *mut TrapFrame;
+    // SAFETY: the stack is mapped and belongs to an LWP that has not run;
+    // its top `TRAP_FRAME_SIZE` bytes are kept free for this frame.
+    unsafe { place.write(*frame) };
+}
+
+/// Enters user mode with the frame at the top of the running LWP's kernel
+/// stack (`place_user_frame`), where every later entry from user mode will
+/// put its own.
+pub fn enter_user(stack_top: u64) -> ! {
+    let place = stack_top - TRAP_FRAME_SIZE;
+    // SAFETY: `stack_top` is the top of the running LWP's own kernel stack,
+    // whose top frame its creator filled with user selectors and an RFLAGS
+    // with IF; the stack pointer moves there and the common exit pops it
+    // and `iretq`s to user mode.
     unsafe {
-        place.write(*frame);
         core::arch::asm!(
             "mov rsp, {frame}",
             "jmp {exit}",

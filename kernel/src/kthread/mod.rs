@@ -155,7 +155,7 @@ impl Builder {
             return Err(Errno::ESRCH);
         }
         let stack = KernelStack::new(self.stack_pages).ok_or(Errno::ENOMEM)?;
-        let context = sched::new_thread_context(&stack);
+        let context = sched::new_thread_context(&stack, self.user_mode);
         let mut lwp_flags = if self.user_mode {
             self.flags | flags::USER | flags::USES_FPU
         } else {

@@ -174,8 +174,6 @@ pub struct Lwp {
     /// A pending interruption (later: signals, stop requests, exit).
     interrupt_pending: AtomicBool,
     entry: IrqSpinLock<Option<Box<dyn FnOnce() + Send>>>,
-    /// A user LWP's first user-mode registers, taken when it first runs.
-    user_entry: IrqSpinLock<Option<crate::arch::trap::TrapFrame>>,
     pub exit: Mutex<ExitState>,
     pub exit_changed: Condvar,
     pub suspend: IrqSpinLock<SuspendState>,
@@ -240,7 +238,6 @@ impl Lwp {
             hold_mask: AtomicU64::new(parts.hold_mask.0),
             interrupt_pending: AtomicBool::new(false),
             entry: IrqSpinLock::new(parts.entry),
-            user_entry: IrqSpinLock::new(None),
             exit: Mutex::new(ExitState::default()),
             exit_changed: Condvar::new(),
             suspend: IrqSpinLock::new(SuspendState::default()),
@@ -313,16 +310,6 @@ impl Lwp {
     /// The entry function, taken once when the LWP first runs.
     pub fn take_entry(&self) -> Option<Box<dyn FnOnce() + Send>> {
         self.entry.lock().take()
-    }
-
-    /// Sets the registers a user LWP starts user mode with.
-    pub fn set_user_entry(&self, frame: crate::arch::trap::TrapFrame) {
-        *self.user_entry.lock() = Some(frame);
-    }
-
-    /// The user-mode start registers, taken once.
-    pub fn take_user_entry(&self) -> Option<crate::arch::trap::TrapFrame> {
-        self.user_entry.lock().take()
     }
 
     /// The kernel stack, taken once the LWP is a zombie and off every CPU.

@@ -270,23 +270,32 @@ extern "C" fn thread_start() -> ! {
         biglock::acquire();
     }
     let entry = me.take_entry();
-    let user_entry = me.take_user_entry();
+    let user_mode = me.has_flag(flags::USER);
     let stack_top = me.stack_top;
     drop(me);
     if let Some(entry) = entry {
         entry();
     }
-    // A user LWP goes to user mode for good; nothing it owns stays on this
-    // stack frame (it is never unwound).
-    if let Some(frame) = user_entry {
-        arch::syscall::enter_user(&frame, stack_top);
+    // A user LWP goes to user mode for good, with the frame its creator
+    // placed at the top of its stack; nothing it owns stays on this stack
+    // frame (it is never unwound).
+    if user_mode {
+        arch::syscall::enter_user(stack_top);
     }
     crate::kthread::exit(0)
 }
 
 /// A fresh context that starts in `thread_start` on `stack`.
-pub fn new_thread_context(stack: &KernelStack) -> Context {
-    Context::new_thread(stack.top(), thread_start)
+/// A fresh context that starts in `thread_start` on `stack`. A user LWP's
+/// stack keeps its top `TrapFrame` free: the frame it enters user mode
+/// with is placed there, and later entries from user mode reuse it.
+pub fn new_thread_context(stack: &KernelStack, user_mode: bool) -> Context {
+    let reserved = if user_mode {
+        arch::syscall::TRAP_FRAME_SIZE
+    } else {
+        0
+    };
+    Context::new_thread(stack.top() - reserved, thread_start)
 }
 
 /// Picks where a runnable LWP should go: its bound CPU; else the CPU it

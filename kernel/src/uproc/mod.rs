@@ -263,7 +263,7 @@ pub fn spawn_user_lwp(
         .stack_pages(USER_LWP_STACK_PAGES)
         .start_stopped()
         .spawn(|| {})?;
-    lwp.set_user_entry(frame);
+    crate::arch::syscall::place_user_frame(lwp.stack_top, &frame);
     lwp.fs_base.store(fs_base, Ordering::Relaxed);
     process.user_lwps.fetch_add(1, Ordering::AcqRel);
     kthread::start(&lwp)?;
