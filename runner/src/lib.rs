@@ -5,14 +5,17 @@
 //! ([`kbuild`]), describing a QEMU boot ([`qemu`]), running a guest and
 //! capturing its serial log ([`guest`]), reading in-kernel test results
 //! ([`ktest`]), the firmware-floor kernel ([`floor`]), the boot benchmark
-//! ([`bench`]) and the gdb session ([`gdb`]).
+//! ([`bench`]), the gdb session ([`gdb`]) and the guest programs in
+//! `images/` with the process they become ([`images`]).
 
 pub mod accel;
 pub mod bench;
 pub mod bench_sched;
+pub mod bench_syscalls;
 pub mod floor;
 pub mod gdb;
 pub mod guest;
+pub mod images;
 pub mod kbuild;
 pub mod ktest;
 pub mod qemu;

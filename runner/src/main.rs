@@ -5,8 +5,9 @@ use clap::{Args, Parser, Subcommand};
 use spindle_runner::accel::{AccelChoice, decide_for_host};
 use spindle_runner::guest::{self, GuardedChild};
 use spindle_runner::kbuild::{Profile, build_kernel};
-use spindle_runner::qemu::{EXIT_FAILURE_STATUS, EXIT_SUCCESS_STATUS, Serial};
-use spindle_runner::{Firmware, Machine, Net, QemuConfig, bench, floor, gdb, setup};
+use spindle_runner::qemu::Serial;
+use spindle_runner::{Firmware, Machine, Net, QemuConfig, bench, floor, gdb, images, setup};
+use std::io::{Read, Write};
 use std::process::{ExitCode, Stdio};
 use std::time::Duration;
 
@@ -28,13 +29,13 @@ enum Cmd {
         #[arg(long)]
         gdb: bool,
     },
-    /// Build the kernel and print the artifact's path.
+    /// Build the kernel and the guest images; print their paths.
     Build {
         #[arg(long)]
         release: bool,
     },
     /// Boot Spindle with its serial console on this terminal.
-    Run(BootArgs),
+    Run(RunArgs),
     /// Measure boot time or the scheduler.
     Bench {
         #[command(subcommand)]
@@ -76,6 +77,20 @@ enum BenchCmd {
         #[arg(long)]
         no_write: bool,
     },
+    /// System calls, futex ping-pong and thread create+join of the same
+    /// static program in Spindle and in the Linux baseline guest.
+    Syscalls {
+        /// Runs per system (alternating).
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+        runs: u32,
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=16))]
+        smp: u32,
+        #[arg(long, value_enum, default_value = "auto")]
+        accel: AccelChoice,
+        /// Do not update BENCHMARKS.md.
+        #[arg(long)]
+        no_write: bool,
+    },
     /// Scheduler micro-benchmarks: context switch, thread create + join,
     /// cross-CPU wake-up latency (in-guest, nanoseconds).
     Sched {
@@ -94,6 +109,24 @@ enum BenchCmd {
         #[arg(long)]
         no_write: bool,
     },
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    boot: BootArgs,
+    /// Run this guest program: an image name (see `cargo spindle build`) or
+    /// the path of a static x86_64 Linux ELF. The process's exit status
+    /// becomes the runner's.
+    #[arg(long, value_name = "NAME|PATH")]
+    image: Option<String>,
+    /// With --image: start the program N more times after it exits.
+    #[arg(long, value_name = "N", requires = "image")]
+    respawn: Option<u32>,
+    /// With --image: the process's arguments (argv[1..]); printable ASCII
+    /// without spaces.
+    #[arg(last = true, value_name = "ARGS")]
+    args: Vec<String>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -184,9 +217,12 @@ fn dispatch(cmd: Cmd) -> Result<u8> {
         Cmd::Build { release } => {
             let path = build_kernel(Profile::from_release(release))?;
             println!("{}", path.display());
+            for (name, path) in images::build_images()? {
+                println!("image {name}: {}", path.display());
+            }
             Ok(0)
         }
-        Cmd::Run(boot) => run(&boot),
+        Cmd::Run(run_args) => run(&run_args),
         Cmd::Bench {
             what:
                 BenchCmd::Boot {
@@ -208,6 +244,15 @@ fn dispatch(cmd: Cmd) -> Result<u8> {
                     no_write,
                 },
         } => bench_sched(runs, smp, debug, accel, no_write),
+        Cmd::Bench {
+            what:
+                BenchCmd::Syscalls {
+                    runs,
+                    smp,
+                    accel,
+                    no_write,
+                },
+        } => bench_syscalls(runs, smp, accel, no_write),
         Cmd::Gdb {
             boot,
             print,
@@ -233,39 +278,103 @@ fn dispatch(cmd: Cmd) -> Result<u8> {
     }
 }
 
-/// `cargo spindle run`: the guest's exit status becomes ours.
-fn run(boot: &BootArgs) -> Result<u8> {
+/// `cargo spindle run`: the guest's exit status becomes ours; with
+/// `--image`, the process's.
+///
+/// QEMU's serial output is copied to our stdout as it arrives (QEMU keeps
+/// the terminal as its stdin) and scanned afterwards for the kernel's
+/// `spindle: process ... exited with status S` line.
+fn run(run_args: &RunArgs) -> Result<u8> {
+    let boot = &run_args.boot;
+    if run_args.image.is_none() && !run_args.args.is_empty() {
+        bail!("process arguments after `--` need --image");
+    }
+    // Check what the user typed before spending time on builds.
+    if let Some(spec) = &run_args.image {
+        for (i, a) in run_args.args.iter().enumerate() {
+            images::check_word(&format!("argument {}", i + 1), a)?;
+        }
+        // A path, or an unknown name, can be judged now; a known image's
+        // file exists only after the build below.
+        if spec.contains('/')
+            || std::path::Path::new(spec).exists()
+            || images::find_image(spec).is_none()
+        {
+            images::resolve_image(spec)?;
+        }
+    }
     let kernel = build_kernel(Profile::from_release(boot.release))?;
-    let config = boot.config(kernel)?;
+    let mut config = boot.config(kernel)?;
+    if let Some(spec) = &run_args.image {
+        if images::find_image(spec).is_some() && !spec.contains('/') {
+            images::build_images()?;
+        }
+        let image = images::resolve_image(spec)?;
+        config.append = Some(images::compose_append(
+            boot.append.as_deref(),
+            &image.argv0,
+            run_args.respawn,
+            &run_args.args,
+        )?);
+        config.initrd = Some(image.path);
+    }
     let mut cmd = config.command();
     cmd.stdin(Stdio::inherit())
-        .stdout(Stdio::inherit())
+        .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     let mut qemu = GuardedChild::spawn(cmd)?;
-    loop {
+    let serial = qemu.child_mut().stdout.take().context("QEMU stdout")?;
+    let tee = std::thread::spawn(move || tee_to_stdout(serial));
+    let outcome = loop {
         if let Some(status) = qemu.try_wait()? {
-            return Ok(match status.code() {
-                Some(EXIT_SUCCESS_STATUS) => 0,
-                Some(EXIT_FAILURE_STATUS) => {
-                    eprintln!("spindle: the guest exited with failure");
-                    1
-                }
-                _ if guest::interrupted() => 130,
-                _ => {
-                    if let guest::GuestOutcome::Abnormal(why) = guest::classify_status(status) {
-                        eprintln!("spindle: abnormal end: {why}");
-                    }
-                    2
-                }
-            });
+            break if guest::interrupted() {
+                guest::GuestOutcome::Interrupted
+            } else {
+                guest::classify_status(status)
+            };
         }
         if guest::interrupted() {
             qemu.terminate();
             eprintln!("spindle: interrupted");
-            return Ok(130);
+            break guest::GuestOutcome::Interrupted;
         }
         std::thread::sleep(Duration::from_millis(20));
+    };
+    let log = tee.join().unwrap_or_default();
+    let process = images::parse_process_log(&log);
+    let (code, note) = images::runner_exit_code(&outcome, &process);
+    if let Some(note) = note {
+        eprintln!("spindle: {note}");
     }
+    match &outcome {
+        guest::GuestOutcome::Failure if process.ends.is_empty() => {
+            eprintln!("spindle: the guest exited with failure")
+        }
+        guest::GuestOutcome::Abnormal(why) => eprintln!("spindle: abnormal end: {why}"),
+        _ => {}
+    }
+    Ok(code)
+}
+
+/// Copies QEMU's serial output to our stdout as it comes; returns all of
+/// it (`\r` removed) for the exit-status scan.
+fn tee_to_stdout(mut serial: impl Read) -> String {
+    let mut log = Vec::new();
+    let mut buf = [0u8; 4096];
+    let stdout = std::io::stdout();
+    loop {
+        let n = match serial.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        };
+        let mut out = stdout.lock();
+        // A closed stdout (`| head`) must not stop the guest or the scan.
+        let _ = out.write_all(&buf[..n]).and_then(|_| out.flush());
+        log.extend(buf[..n].iter().copied().filter(|&b| b != b'\r'));
+    }
+    String::from_utf8_lossy(&log).into_owned()
 }
 
 fn bench_boot(
@@ -335,6 +444,29 @@ fn bench_sched(runs: u32, smp: u32, debug: bool, accel: AccelChoice, no_write: b
     if !no_write {
         let path = spindle_runner::workspace_root().join("BENCHMARKS.md");
         spindle_runner::bench_sched::update_benchmarks_md(&path, &report)?;
+        eprintln!("spindle: updated {}", path.display());
+    }
+    Ok(0)
+}
+
+fn bench_syscalls(runs: u32, smp: u32, accel: AccelChoice, no_write: bool) -> Result<u8> {
+    let decision = decide_for_host(accel);
+    let kernel = build_kernel(Profile::Release)?;
+    let image = spindle_runner::bench_syscalls::build_sysbench_image()?;
+    let plan = spindle_runner::bench_syscalls::SyscallBenchPlan {
+        kernel,
+        image,
+        accel: decision.accel,
+        accel_reason: decision.reason,
+        runs: runs as usize,
+        smp,
+        mem_mib: 512,
+    };
+    let report = spindle_runner::bench_syscalls::run(&plan)?;
+    println!("{report}");
+    if !no_write {
+        let path = spindle_runner::workspace_root().join("BENCHMARKS.md");
+        spindle_runner::bench_syscalls::update_benchmarks_md(&path, &report)?;
         eprintln!("spindle: updated {}", path.display());
     }
     Ok(0)

@@ -70,6 +70,9 @@ pub enum Serial {
 #[derive(Clone, Debug)]
 pub struct QemuConfig {
     pub kernel: PathBuf,
+    /// The guest program, handed to the kernel as QEMU's `-initrd` (the raw
+    /// ELF file, not an archive).
+    pub initrd: Option<PathBuf>,
     pub machine: Machine,
     pub firmware: Firmware,
     pub accel: Accel,
@@ -92,6 +95,7 @@ impl QemuConfig {
     pub fn new(kernel: impl Into<PathBuf>) -> Self {
         QemuConfig {
             kernel: kernel.into(),
+            initrd: None,
             machine: Machine::Q35,
             firmware: default_firmware(),
             accel: Accel::Tcg,
@@ -162,6 +166,10 @@ impl QemuConfig {
         }
         let kernel = self.kernel.display().to_string();
         push(&["-kernel", &kernel]);
+        if let Some(initrd) = &self.initrd {
+            let initrd = initrd.display().to_string();
+            push(&["-initrd", &initrd]);
+        }
         if let Some(append) = &self.append {
             push(&["-append", append]);
         }
@@ -227,6 +235,14 @@ mod tests {
         assert!(has_pair(&args, "-monitor", "none"));
         assert!(has_pair(&args, "-kernel", "/k"));
         assert!(args.iter().any(|a| a == "-no-reboot"));
+        assert!(!args.iter().any(|a| a == "-initrd"));
+    }
+
+    #[test]
+    fn an_image_becomes_the_initrd() {
+        let mut c = QemuConfig::new("/k");
+        c.initrd = Some("/images/hello".into());
+        assert!(has_pair(&c.args(), "-initrd", "/images/hello"));
     }
 
     #[test]

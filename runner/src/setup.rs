@@ -36,6 +36,15 @@ fn tools(with_gdb: bool) -> Vec<Tool> {
             package: "musl-tools",
             present: || on_path("musl-gcc"),
         },
+        // The Linux baseline's build script (`bench syscalls`) needs these.
+        Tool {
+            package: "cpio",
+            present: || on_path("cpio"),
+        },
+        Tool {
+            package: "xz-utils",
+            present: || on_path("xz"),
+        },
     ];
     if with_gdb {
         t.push(Tool {

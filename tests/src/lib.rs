@@ -4,6 +4,8 @@
 //! Every judgement here is a pure function of a `GuestResult`, so the
 //! failure-path trials check the very rules the kernel trials use.
 
+pub mod images;
+
 use spindle_runner::GuestResult;
 use spindle_runner::guest::{GuestOutcome, READY_MARKER};
 use spindle_runner::ktest::{self, TestStatus};

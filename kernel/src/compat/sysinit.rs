@@ -125,3 +125,39 @@ pub fn run_all() {
 pub fn ran() -> Vec<&'static str> {
     RAN.lock().clone()
 }
+
+/// Keeps the kernel's periodic background work (the housekeeping kernel
+/// process, whose sleeps allocate callouts) suspended while it lives, and
+/// lets pending stack frees finish first, so a test can compare the frame
+/// and heap counters exactly.
+pub struct Quiet {
+    housekeeping: Option<alloc::sync::Arc<crate::proc::Process>>,
+}
+
+pub fn quiesce() -> Quiet {
+    let housekeeping = HOUSEKEEPING_PROC.get().cloned();
+    if let Some(process) = &housekeeping {
+        crate::compat::freebsd4::kthread_suspend(process, crate::time::tick_hz() * 5)
+            .expect("housekeeping acknowledges a suspension within 5 s");
+        // It acknowledged; wait until it has also gone back to sleep and
+        // is off its CPU (a sleeper is marked `Sleeping` a little before it
+        // has finished getting there).
+        let parked = crate::ktest::wait_until(5_000, || {
+            process.lwps().iter().all(|lwp| {
+                lwp.state() == crate::proc::lwp::LwpState::Sleeping
+                    && !lwp.on_cpu.load(core::sync::atomic::Ordering::Acquire)
+            })
+        });
+        assert!(parked, "housekeeping did not park");
+    }
+    crate::kthread::reaper::drain();
+    Quiet { housekeeping }
+}
+
+impl Drop for Quiet {
+    fn drop(&mut self) {
+        if let Some(process) = &self.housekeeping {
+            let _ = crate::compat::freebsd4::kthread_resume(process);
+        }
+    }
+}

@@ -120,6 +120,9 @@ fn image_bytes(range: &Range<u64>) -> &'static [u8] {
 }
 
 fn memory_line(when: &str) {
+    // Periodic kernel work (its callouts) held still, so that the figures
+    // of different runs compare exactly.
+    let _quiet = crate::compat::sysinit::quiesce();
     println!(
         "spindle: memory {when}: {} free frames, {} heap bytes in use",
         mm::frame::free_count(),

@@ -1,0 +1,70 @@
+//! `hello`: the smallest useful guest. Prints `hello from spindle`, then
+//! every argument as `argv[i] = ...` (argv[0] included), then acts on its
+//! options:
+//!
+//! - `--threads N`: spawns N threads that each print `thread <i> of <N>`,
+//!   and joins them;
+//! - `--sleep-ms N`: sleeps N milliseconds (and prints how long it took);
+//! - `--exit CODE`: exits with CODE (0..=255) instead of 0.
+//!
+//! A malformed option value exits with status 2 and says why.
+
+use image_support::{Args, usage_error};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+fn main() -> ExitCode {
+    println!("hello from spindle");
+    for (i, arg) in std::env::args_os().enumerate() {
+        println!("argv[{i}] = {}", arg.to_string_lossy());
+    }
+    let mut args = Args::from_env();
+    let threads: u32 = match args.take("--threads") {
+        Ok(n) => n.unwrap_or(0),
+        Err(e) => return usage_error("hello", &e),
+    };
+    let sleep_ms: u64 = match args.take("--sleep-ms") {
+        Ok(n) => n.unwrap_or(0),
+        Err(e) => return usage_error("hello", &e),
+    };
+    let exit: u8 = match args.take("--exit") {
+        Ok(n) => n.unwrap_or(0),
+        Err(e) => return usage_error("hello", &format!("{e} (0..=255)")),
+    };
+    if threads > 0 {
+        let handles: Vec<_> = (0..threads)
+            .map(|i| {
+                std::thread::Builder::new()
+                    .name(format!("hello-{i}"))
+                    .spawn(move || println!("thread {i} of {threads}"))
+            })
+            .collect();
+        for (i, h) in handles.into_iter().enumerate() {
+            match h {
+                Ok(h) => {
+                    if h.join().is_err() {
+                        println!("hello: thread {i} panicked");
+                        return ExitCode::FAILURE;
+                    }
+                }
+                Err(e) => {
+                    println!("hello: cannot create thread {i}: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        println!("joined {threads} threads");
+    }
+    if sleep_ms > 0 {
+        let start = Instant::now();
+        std::thread::sleep(Duration::from_millis(sleep_ms));
+        println!(
+            "slept {sleep_ms} ms (measured {} ms)",
+            start.elapsed().as_millis()
+        );
+    }
+    if exit != 0 {
+        println!("exiting with status {exit}");
+    }
+    ExitCode::from(exit)
+}

@@ -1,0 +1,257 @@
+//! Verdicts for the `images` integration test: what a guest process must
+//! have printed and how it must have ended. Pure functions of an
+//! `ImageResult`, unit-tested below with sample logs.
+
+use crate::describe;
+use spindle_runner::guest::GuestOutcome;
+use spindle_runner::images::{ImageResult, MemoryFigures, ProcessEnd};
+
+/// Markers of a kernel that fell over.
+const KERNEL_FAILURES: [&str; 2] = ["KERNEL PANIC:", "KERNEL FAULT:"];
+
+fn kernel_failure(r: &ImageResult) -> Option<&'static str> {
+    KERNEL_FAILURES
+        .into_iter()
+        .find(|m| r.guest.log.contains(m))
+}
+
+/// The process ran once, exited with `status`, the kernel powered off
+/// accordingly (33 for 0, 35 otherwise), and its output has every line of
+/// `must_contain` (each a whole line) and no line starting `FAIL `.
+pub fn judge_run(r: &ImageResult, status: i32, must_contain: &[&str]) -> Result<(), String> {
+    let fail = |what: String| Err(format!("{what}\n{}", describe(&r.guest)));
+    if let Some(m) = kernel_failure(r) {
+        return fail(format!("the kernel reported `{m}`"));
+    }
+    if let Some(c) = &r.process.cannot_run {
+        return fail(format!("the kernel refused the image: {c}"));
+    }
+    match r.process.ends.as_slice() {
+        [ProcessEnd::Exited { status: s, .. }] if *s == status => {}
+        [] => return fail("no `spindle: process ... exited` line".into()),
+        ends => {
+            return fail(format!(
+                "expected one exit with status {status}, got {ends:?}"
+            ));
+        }
+    }
+    let want = if status == 0 {
+        GuestOutcome::Success
+    } else {
+        GuestOutcome::Failure
+    };
+    if r.guest.outcome != want {
+        return fail(format!(
+            "the guest ended {:?}, but status {status} should power off as {want:?}",
+            r.guest.outcome
+        ));
+    }
+    let lines: Vec<&str> = r.process.output.lines().collect();
+    let missing: Vec<&str> = must_contain
+        .iter()
+        .copied()
+        .filter(|m| !lines.contains(m))
+        .collect();
+    if !missing.is_empty() {
+        return fail(format!("the process output lacks the lines {missing:?}"));
+    }
+    let failed: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| l.starts_with("FAIL "))
+        .collect();
+    if !failed.is_empty() {
+        return fail(format!("failed checks: {failed:?}"));
+    }
+    Ok(())
+}
+
+/// The output has a line starting with every prefix in `prefixes`.
+pub fn judge_prefixes(r: &ImageResult, prefixes: &[&str]) -> Result<(), String> {
+    let missing: Vec<&str> = prefixes
+        .iter()
+        .copied()
+        .filter(|p| !r.process.output.lines().any(|l| l.starts_with(p)))
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "the process output has no line starting with {missing:?}\n{}",
+            describe(&r.guest)
+        ))
+    }
+}
+
+/// A broken image: the kernel said `spindle: cannot run`, powered off with
+/// failure, ran no process, and did not panic or fault.
+pub fn judge_refused(r: &ImageResult) -> Result<(), String> {
+    let fail = |what: String| Err(format!("{what}\n{}", describe(&r.guest)));
+    if let Some(m) = kernel_failure(r) {
+        return fail(format!(
+            "the kernel reported `{m}` instead of refusing the image"
+        ));
+    }
+    if r.process.cannot_run.is_none() {
+        return fail("no `spindle: cannot run <argv0>: <reason>` line".into());
+    }
+    if !r.process.ends.is_empty() {
+        return fail(format!("a process ran: {:?}", r.process.ends));
+    }
+    if r.guest.outcome != GuestOutcome::Failure {
+        return fail(format!(
+            "expected a failure power-off (35), got {:?}",
+            r.guest.outcome
+        ));
+    }
+    Ok(())
+}
+
+/// An empty `-initrd` (QEMU passes no module): the kernel either refuses
+/// it like a broken image or idles as without one (and is stopped by the
+/// harness); it must not panic, fault or run a process.
+pub fn judge_empty_initrd(r: &ImageResult) -> Result<(), String> {
+    if r.process.cannot_run.is_some() {
+        return judge_refused(r);
+    }
+    let fail = |what: String| Err(format!("{what}\n{}", describe(&r.guest)));
+    if let Some(m) = kernel_failure(r) {
+        return fail(format!("the kernel reported `{m}`"));
+    }
+    if !r.process.ends.is_empty() {
+        return fail(format!("a process ran: {:?}", r.process.ends));
+    }
+    if r.guest.outcome != GuestOutcome::Timeout || r.guest.ready_after.is_none() {
+        return fail(format!(
+            "expected a refusal, or an idle kernel stopped after its ready line; got {:?}",
+            r.guest.outcome
+        ));
+    }
+    Ok(())
+}
+
+/// `runs` runs, each exiting with 0, and the memory after the first run
+/// equal to the memory after the last.
+pub fn judge_respawn(r: &ImageResult, runs: usize) -> Result<(), String> {
+    let fail = |what: String| Err(format!("{what}\n{}", describe(&r.guest)));
+    if let Some(m) = kernel_failure(r) {
+        return fail(format!("the kernel reported `{m}`"));
+    }
+    let statuses = r.statuses();
+    if statuses.len() != runs || r.process.ends.len() != runs {
+        return fail(format!(
+            "expected {runs} exits, saw {} ({} with a status)",
+            r.process.ends.len(),
+            statuses.len()
+        ));
+    }
+    if let Some((i, s)) = statuses.iter().enumerate().find(|(_, s)| **s != 0) {
+        return fail(format!("run {} exited with status {s}", i + 1));
+    }
+    let after = &r.process.memory_after;
+    if after.len() != runs {
+        return fail(format!(
+            "expected {runs} `memory after exit` lines, saw {}",
+            after.len()
+        ));
+    }
+    let (first, last) = (after[0], after[runs - 1]);
+    if first != last {
+        let distinct: std::collections::BTreeSet<(u64, u64)> = after
+            .iter()
+            .map(|m: &MemoryFigures| (m.free_frames, m.heap_bytes))
+            .collect();
+        return fail(format!(
+            "memory after run 1 {first:?} differs from after run {runs} {last:?} (a leak); \
+             distinct (free frames, heap bytes) seen: {distinct:?}"
+        ));
+    }
+    if r.guest.outcome != GuestOutcome::Success {
+        return fail(format!(
+            "expected a success power-off after the last run, got {:?}",
+            r.guest.outcome
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use spindle_runner::GuestResult;
+    use spindle_runner::images::parse_process_log;
+    use std::time::Duration;
+
+    fn result(outcome: GuestOutcome, log: &str) -> ImageResult {
+        ImageResult {
+            guest: GuestResult {
+                outcome,
+                log: log.to_string(),
+                stderr: String::new(),
+                wall: Duration::from_millis(900),
+                ready_after: Some(Duration::from_millis(60)),
+            },
+            process: parse_process_log(log),
+        }
+    }
+
+    const HELLO3: &str = "[    0.059292] INFO  spindle: ready (boot took 59264 us)\n\
+        spindle: memory before process: 100 free frames, 2000 heap bytes in use\n\
+        hello from spindle\nargv[0] = hello\nexiting with status 3\n\
+        spindle: process hello (pid 1) exited with status 3\n\
+        spindle: memory after exit: 100 free frames, 2000 heap bytes in use\n";
+
+    #[test]
+    fn a_run_is_judged_by_status_power_off_and_output() {
+        let r = result(GuestOutcome::Failure, HELLO3);
+        assert!(judge_run(&r, 3, &["hello from spindle", "argv[0] = hello"]).is_ok());
+        assert!(judge_run(&r, 0, &[]).is_err());
+        assert!(judge_run(&r, 3, &["argv[1] = x"]).is_err());
+        // Status 3 but a success power-off: inconsistent.
+        let r = result(GuestOutcome::Success, HELLO3);
+        assert!(judge_run(&r, 3, &[]).is_err());
+        let failed = HELLO3.replace("exiting", "FAIL x: y\nexiting");
+        assert!(judge_run(&result(GuestOutcome::Failure, &failed), 3, &[]).is_err());
+        let panicked = format!("{HELLO3}KERNEL PANIC: oops\n");
+        assert!(judge_run(&result(GuestOutcome::Failure, &panicked), 3, &[]).is_err());
+        assert!(judge_prefixes(&result(GuestOutcome::Failure, HELLO3), &["argv["]).is_ok());
+        assert!(judge_prefixes(&result(GuestOutcome::Failure, HELLO3), &["BENCH"]).is_err());
+    }
+
+    #[test]
+    fn a_refusal_needs_the_line_the_failure_and_no_panic() {
+        let log = "spindle: cannot run init: not an ELF file\n";
+        assert!(judge_refused(&result(GuestOutcome::Failure, log)).is_ok());
+        assert!(judge_refused(&result(GuestOutcome::Success, log)).is_err());
+        assert!(
+            judge_refused(&result(GuestOutcome::Failure, "KERNEL FAULT: vector 14\n")).is_err()
+        );
+        let both = format!("{log}KERNEL PANIC: x\n");
+        assert!(judge_refused(&result(GuestOutcome::Failure, &both)).is_err());
+        assert!(judge_refused(&result(GuestOutcome::Failure, HELLO3)).is_err());
+    }
+
+    fn respawn_log(runs: usize, last_frames: u64) -> String {
+        let mut log = String::new();
+        for i in 0..runs {
+            let frames = if i + 1 == runs { last_frames } else { 100 };
+            log.push_str(&format!(
+                "spindle: memory before process: 100 free frames, 5 heap bytes in use\nhello from spindle\n\
+                 spindle: process hello (pid {}) exited with status 0\n\
+                 spindle: memory after exit: {frames} free frames, 5 heap bytes in use\n",
+                i + 1
+            ));
+        }
+        log
+    }
+
+    #[test]
+    fn respawn_needs_every_run_and_no_leak() {
+        assert!(judge_respawn(&result(GuestOutcome::Success, &respawn_log(5, 100)), 5).is_ok());
+        let leak =
+            judge_respawn(&result(GuestOutcome::Success, &respawn_log(5, 99)), 5).unwrap_err();
+        assert!(leak.contains("leak"), "{leak}");
+        assert!(judge_respawn(&result(GuestOutcome::Success, &respawn_log(4, 100)), 5).is_err());
+        assert!(judge_respawn(&result(GuestOutcome::Failure, &respawn_log(5, 100)), 5).is_err());
+    }
+}
