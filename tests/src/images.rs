@@ -255,3 +255,51 @@ mod tests {
         assert!(judge_respawn(&result(GuestOutcome::Failure, &respawn_log(5, 100)), 5).is_err());
     }
 }
+
+/// Runs with kernel-only workers placed in the process (`test.kworkers`):
+/// every run ends with `status`, the workers never keep a process alive
+/// (each run ends at all), and from the second run on the frame count is
+/// back to its value before the process started and the figures after
+/// each exit are the same (the first run fills the kernel's caches).
+pub fn judge_worker_exits(r: &ImageResult, runs: usize, status: i32) -> Result<(), String> {
+    let fail = |what: String| Err(format!("{what}\n{}", crate::describe(&r.guest)));
+    let statuses = r.statuses();
+    if statuses.len() != runs {
+        return fail(format!(
+            "expected {runs} exits with a status, saw {statuses:?}"
+        ));
+    }
+    if let Some((run, got)) = statuses.iter().enumerate().find(|(_, got)| **got != status) {
+        return fail(format!(
+            "run {} exited with status {got}, expected {status}",
+            run + 1
+        ));
+    }
+    let (before, after) = (&r.process.memory_before, &r.process.memory_after);
+    if before.len() != runs || after.len() != runs {
+        return fail(format!(
+            "expected {runs} memory figures before and after, saw {} and {}",
+            before.len(),
+            after.len()
+        ));
+    }
+    for run in 1..runs {
+        if before[run].free_frames != after[run].free_frames {
+            return fail(format!(
+                "run {}: {} free frames before the process, {} after it: frames lost",
+                run + 1,
+                before[run].free_frames,
+                after[run].free_frames
+            ));
+        }
+        if after[run] != after[1] {
+            return fail(format!(
+                "memory after run {} {:?} differs from after run 2 {:?}",
+                run + 1,
+                after[run],
+                after[1]
+            ));
+        }
+    }
+    Ok(())
+}

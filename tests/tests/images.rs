@@ -17,7 +17,7 @@ use spindle_runner::kbuild::{Profile, build_kernel};
 use spindle_runner::{QemuConfig, setup};
 use spindle_tests::SharedBoot;
 use spindle_tests::images::{
-    judge_empty_initrd, judge_prefixes, judge_refused, judge_respawn, judge_run,
+    judge_empty_initrd, judge_prefixes, judge_refused, judge_respawn, judge_run, judge_worker_exits,
 };
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -25,6 +25,8 @@ use std::time::Duration;
 
 /// The fuzzer's seed in the suite (any fixed value replays exactly).
 const FUZZ_SEED: &str = "24301";
+/// The kernel-only-worker exit trials run `hello` 1 + WORKER_RESPAWN times.
+const WORKER_RESPAWN: usize = 4;
 /// `hello` runs 1 + RESPAWN times in the respawn trial.
 const RESPAWN: usize = 200;
 
@@ -212,6 +214,24 @@ fn plan() -> Result<Vec<Case>, String> {
                     ],
                 )
             }),
+        },
+        Case {
+            name: "exit::exit_group_ends_the_process_with_kernel_only_workers_inside".into(),
+            boot: ImageBoot {
+                respawn: Some(WORKER_RESPAWN as u32),
+                extra_append: vec!["test.kworkers=3".into()],
+                ..boot("hello", 4, 128, &["--threads", "4"])
+            },
+            judge: Box::new(|r: &ImageResult| judge_worker_exits(r, WORKER_RESPAWN + 1, 0)),
+        },
+        Case {
+            name: "exit::last_user_thread_ends_the_process_while_workers_sleep".into(),
+            boot: ImageBoot {
+                respawn: Some(WORKER_RESPAWN as u32),
+                extra_append: vec!["test.kworkers=3".into()],
+                ..boot("hello", 2, 128, &["--thread-exit", "--exit", "5"])
+            },
+            judge: Box::new(|r: &ImageResult| judge_worker_exits(r, WORKER_RESPAWN + 1, 5)),
         },
         Case {
             name: "respawn::hello_201_runs_leave_memory_as_after_the_first".into(),

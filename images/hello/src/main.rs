@@ -5,7 +5,10 @@
 //! - `--threads N`: spawns N threads that each print `thread <i> of <N>`,
 //!   and joins them;
 //! - `--sleep-ms N`: sleeps N milliseconds (and prints how long it took);
-//! - `--exit CODE`: exits with CODE (0..=255) instead of 0.
+//! - `--exit CODE`: exits with CODE (0..=255) instead of 0;
+//! - `--thread-exit`: leaves through the thread-exit system call (`exit`,
+//!   not `exit_group`), so the process ends because its last user thread
+//!   did.
 //!
 //! A malformed option value exits with status 2 and says why.
 
@@ -65,6 +68,13 @@ fn main() -> ExitCode {
     }
     if exit != 0 {
         println!("exiting with status {exit}");
+    }
+    if args.flag("--thread-exit") {
+        println!("leaving through the thread-exit system call");
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        // SAFETY: ends this (the last) thread; nothing runs after it.
+        unsafe { libc::syscall(libc::SYS_exit, i64::from(exit)) };
     }
     ExitCode::from(exit)
 }

@@ -1,8 +1,10 @@
 //! Memory system calls: `mmap` (anonymous, private or shared within the
 //! one process), `munmap`, `mprotect`, `madvise`, `brk`.
 //!
-//! They change the process's layout under its `layout` mutex; pages come
-//! on first touch (`vm::resolve_fault`). New mappings go top-down below the
+//! They change the process's layout under its `layout` mutex, and keep it
+//! until the page tables match (pages unmapped, protections rewritten), so
+//! a page fault or a new mapping never sees a page on its way out; pages
+//! come on first touch (`vm::resolve_fault`). New mappings go top-down below the
 //! main stack. Linux's argument rules and errno values: unaligned
 //! addresses and zero lengths are `EINVAL`, file-backed mappings `EBADF`
 //! (there are no files), exhausted space `ENOMEM`.
@@ -204,10 +206,12 @@ pub fn munmap(address: u64, length: u64) -> SysResult {
     let vm = current_vm()?;
     let mut layout = vm.layout.lock();
     let removed = carve(&mut layout, start, end);
-    drop(layout);
+    // The layout stays locked until the pages are gone: a fault or mmap in
+    // the freed range must not see (or reuse) pages about to be freed.
     for (piece_start, piece) in removed {
         vm.unmap_pages(piece_start..piece.end);
     }
+    drop(layout);
     Ok(0)
 }
 
@@ -242,8 +246,8 @@ pub fn mprotect(address: u64, length: u64, protection: u64) -> SysResult {
             },
         );
     }
-    drop(layout);
     vm.protect_pages(start..end, protection as u32);
+    drop(layout);
     Ok(0)
 }
 
@@ -292,9 +296,7 @@ pub fn brk(requested: u64) -> SysResult {
         );
     } else if new_end < old_end {
         carve(&mut layout, new_end, old_end);
-        drop(layout);
         vm.unmap_pages(new_end..old_end);
-        let mut layout = vm.layout.lock();
         layout.brk = requested;
         return Ok(requested);
     }
