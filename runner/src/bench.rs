@@ -242,6 +242,40 @@ fn report(plan: &BenchPlan, rows: &[Row]) -> String {
     )
 }
 
+/// The `<PREFIX> <name> <value> ns` result lines a guest benchmark prints,
+/// which must end with `<PREFIX> END` (other `<PREFIX>` lines, such as
+/// `SKIP` notes, are ignored). Values may have decimals.
+pub fn parse_result_lines(
+    log: &str,
+    prefix: &str,
+) -> Result<std::collections::BTreeMap<String, f64>> {
+    let mut results = std::collections::BTreeMap::new();
+    let mut ended = false;
+    for line in log.lines().map(|line| line.trim_end_matches('\r')) {
+        let Some(rest) = line
+            .strip_prefix(prefix)
+            .and_then(|rest| rest.strip_prefix(' '))
+        else {
+            continue;
+        };
+        let words: Vec<&str> = rest.split_whitespace().collect();
+        match words.as_slice() {
+            ["END"] => ended = true,
+            [name, value, "ns"] => {
+                let value: f64 = value
+                    .parse()
+                    .with_context(|| format!("bad {prefix} value in {line:?}"))?;
+                results.insert((*name).to_string(), value);
+            }
+            _ => {}
+        }
+    }
+    if !ended {
+        anyhow::bail!("the guest did not finish its benchmarks (no `{prefix} END`)");
+    }
+    Ok(results)
+}
+
 /// Replaces (or appends) the boot-time section of BENCHMARKS.md.
 pub fn update_benchmarks_md(path: &Path, section: &str) -> Result<()> {
     update_benchmarks_md_section(path, SECTION_BEGIN, SECTION_END, section)

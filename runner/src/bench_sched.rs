@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 
 use crate::guest::{GuestOutcome, run_guest};
 use crate::qemu::{Accel, QemuConfig};
@@ -36,30 +36,13 @@ const DESCRIPTIONS: &[(&str, &str)] = &[
     ),
 ];
 
-/// The `KBENCH name value ns` lines of one boot.
+/// The `KBENCH name value ns` lines of one boot (whole nanoseconds).
 pub fn parse_kbench(log: &str) -> Result<BTreeMap<String, u64>> {
-    let mut results = BTreeMap::new();
-    let mut ended = false;
-    for line in log.lines().map(|line| line.trim_end_matches('\r')) {
-        let Some(rest) = line.strip_prefix("KBENCH ") else {
-            continue;
-        };
-        let words: Vec<&str> = rest.split_whitespace().collect();
-        match words.as_slice() {
-            ["END"] => ended = true,
-            [name, value, "ns"] => {
-                let value: u64 = value
-                    .parse()
-                    .with_context(|| format!("bad KBENCH value in {line:?}"))?;
-                results.insert((*name).to_string(), value);
-            }
-            _ => {}
-        }
-    }
-    if !ended {
-        bail!("the guest did not finish its benchmarks (no `KBENCH END`)");
-    }
-    Ok(results)
+    let values = crate::bench::parse_result_lines(log, "KBENCH")?;
+    Ok(values
+        .into_iter()
+        .map(|(name, value)| (name, value as u64))
+        .collect())
 }
 
 pub struct SchedBenchPlan {

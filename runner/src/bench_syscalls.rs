@@ -131,28 +131,7 @@ pub fn cpio_with_program(name: &str, data: &[u8]) -> Vec<u8> {
 
 /// The `BENCH <name> <ns> ns` lines of one run; requires `BENCH END`.
 pub fn parse_bench(log: &str) -> Result<BTreeMap<String, f64>> {
-    let mut results = BTreeMap::new();
-    let mut ended = false;
-    for line in log.lines().map(|line| line.trim_end_matches('\r')) {
-        let Some(rest) = line.strip_prefix("BENCH ") else {
-            continue;
-        };
-        let words: Vec<&str> = rest.split_whitespace().collect();
-        match words.as_slice() {
-            ["END"] => ended = true,
-            [name, value, "ns"] => {
-                let value: f64 = value
-                    .parse()
-                    .with_context(|| format!("bad BENCH value in {line:?}"))?;
-                results.insert((*name).to_string(), value);
-            }
-            _ => {}
-        }
-    }
-    if !ended {
-        bail!("the benchmark did not finish (no `BENCH END`)");
-    }
-    Ok(results)
+    crate::bench::parse_result_lines(log, "BENCH")
 }
 
 pub struct SyscallBenchPlan {
