@@ -26,7 +26,7 @@ use std::time::Duration;
 /// The fuzzer's seed in the suite (any fixed value replays exactly).
 const FUZZ_SEED: &str = "24301";
 /// The kernel-only-worker exit trials run `hello` 1 + WORKER_RESPAWN times.
-const WORKER_RESPAWN: usize = 4;
+const WORKER_RESPAWN: usize = 20;
 /// `hello` runs 1 + RESPAWN times in the respawn trial.
 const RESPAWN: usize = 200;
 

@@ -51,9 +51,12 @@ impl Condvar {
         drop(guard);
         let reason = ticket.block(deadline_ns);
         if reason != WakeReason::Notified {
-            self.waiters
-                .lock()
-                .retain(|other| !other.same_sleep(&waker));
+            let mut waiters = self.waiters.lock();
+            waiters.retain(|other| !other.same_sleep(&waker));
+            if waiters.is_empty() {
+                // An empty queue holds no memory (leak checks count it).
+                waiters.shrink_to_fit();
+            }
         }
         (mutex.lock(), reason)
     }
@@ -96,7 +99,15 @@ impl Condvar {
     /// Wakes one waiter, if any.
     pub fn notify_one(&self) {
         loop {
-            let Some(waiter) = self.waiters.lock().pop_front() else {
+            let waiter = {
+                let mut waiters = self.waiters.lock();
+                let waiter = waiters.pop_front();
+                if waiters.is_empty() {
+                    waiters.shrink_to_fit();
+                }
+                waiter
+            };
+            let Some(waiter) = waiter else {
                 return;
             };
             if waiter.wake(WakeReason::Notified) {

@@ -123,6 +123,11 @@ fn memory_line(when: &str) {
     // Periodic kernel work (its callouts) held still, so that the figures
     // of different runs compare exactly.
     let _quiet = crate::compat::sysinit::quiesce();
+    // Spare capacity the scheduler and process lists keep for reuse goes
+    // back first, so the figures show what is really in use.
+    sched::trim_caches();
+    proc::trim_caches();
+    mm::stack::trim_caches();
     println!(
         "spindle: memory {when}: {} free frames, {} heap bytes in use",
         mm::frame::free_count(),
