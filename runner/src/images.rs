@@ -19,7 +19,9 @@
 //! - an image the kernel refuses gives `spindle: cannot run <argv0>: <why>`;
 //! - QEMU exits with 33 when the last status is 0, 35 otherwise.
 
-use crate::guest::{GuestOutcome, GuestResult, RunLimits, run_guest_with};
+pub use crate::process_log::*;
+
+use crate::guest::{GuestResult, RunLimits, run_guest_with};
 use crate::qemu::QemuConfig;
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
@@ -377,198 +379,6 @@ pub fn compose_append(
     Ok(words.join(" "))
 }
 
-/// How one run of the process ended, from the kernel's line.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ProcessEnd {
-    Exited {
-        argv0: String,
-        pid: u64,
-        status: i32,
-    },
-    Killed {
-        argv0: String,
-        pid: u64,
-        signal: String,
-    },
-}
-
-/// The kernel's memory figures (`<F> free frames, <H> heap bytes in use`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct MemoryFigures {
-    pub free_frames: u64,
-    pub heap_bytes: u64,
-}
-
-/// What the serial log says about the process.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ProcessLog {
-    /// One entry per run, in order.
-    pub ends: Vec<ProcessEnd>,
-    /// `spindle: cannot run <argv0>: <why>`: the whole line after `spindle: `.
-    pub cannot_run: Option<String>,
-    pub memory_before: Vec<MemoryFigures>,
-    pub memory_after: Vec<MemoryFigures>,
-    /// The process's output: every line after the first
-    /// `memory before process` line that is neither a kernel log line nor a
-    /// `spindle: ` line.
-    pub output: String,
-}
-
-impl ProcessLog {
-    /// The exit statuses of the runs that exited (not killed).
-    pub fn statuses(&self) -> Vec<i32> {
-        self.ends
-            .iter()
-            .filter_map(|e| match e {
-                ProcessEnd::Exited { status, .. } => Some(*status),
-                ProcessEnd::Killed { .. } => None,
-            })
-            .collect()
-    }
-}
-
-/// True for a kernel log line: `[ <seconds>.<micros>] LEVEL ...`.
-pub fn is_kernel_log_line(line: &str) -> bool {
-    let Some(rest) = line.strip_prefix('[') else {
-        return false;
-    };
-    let Some((stamp, after)) = rest.split_once(']') else {
-        return false;
-    };
-    let stamp = stamp.trim();
-    let stamp_ok = stamp.split_once('.').is_some_and(|(s, f)| {
-        !s.is_empty()
-            && !f.is_empty()
-            && s.bytes().all(|b| b.is_ascii_digit())
-            && f.bytes().all(|b| b.is_ascii_digit())
-    });
-    let level = after.split_whitespace().next().unwrap_or("");
-    stamp_ok && ["ERROR", "WARN", "INFO", "DEBUG", "TRACE"].contains(&level)
-}
-
-fn parse_memory(rest: &str) -> Option<MemoryFigures> {
-    // "<F> free frames, <H> heap bytes in use"
-    let (frames, heap) = rest.split_once(',')?;
-    let free_frames = frames
-        .trim()
-        .strip_suffix("free frames")?
-        .trim()
-        .parse()
-        .ok()?;
-    let heap_bytes = heap
-        .trim()
-        .strip_suffix("heap bytes in use")?
-        .trim()
-        .parse()
-        .ok()?;
-    Some(MemoryFigures {
-        free_frames,
-        heap_bytes,
-    })
-}
-
-fn parse_end(rest: &str) -> Option<ProcessEnd> {
-    // "process <argv0> (pid <N>) exited with status <S>" or
-    // "process <argv0> (pid <N>) killed by signal <SIG>"
-    let rest = rest.strip_prefix("process ")?;
-    let open = rest.rfind(" (pid ")?;
-    let argv0 = rest[..open].to_string();
-    let (pid, tail) = rest[open + 6..].split_once(") ")?;
-    let pid: u64 = pid.parse().ok()?;
-    if let Some(s) = tail.strip_prefix("exited with status ") {
-        return Some(ProcessEnd::Exited {
-            argv0,
-            pid,
-            status: s.trim().parse().ok()?,
-        });
-    }
-    let signal = tail.strip_prefix("killed by signal ")?.trim();
-    (!signal.is_empty()).then(|| ProcessEnd::Killed {
-        argv0,
-        pid,
-        signal: signal.to_string(),
-    })
-}
-
-/// Reads the process's story out of a serial log.
-pub fn parse_process_log(log: &str) -> ProcessLog {
-    let mut p = ProcessLog::default();
-    let mut started = false;
-    for line in log.lines().map(|l| l.trim_end_matches('\r')) {
-        if is_kernel_log_line(line) {
-            continue;
-        }
-        // The kernel's lines may follow process output that did not end
-        // its line, so look for them anywhere.
-        if let Some(at) = line.find("spindle: ") {
-            let rest = &line[at + "spindle: ".len()..];
-            let before = &line[..at];
-            if started && !before.is_empty() {
-                p.output.push_str(before);
-                p.output.push('\n');
-            }
-            if let Some(m) = rest.strip_prefix("memory before process: ") {
-                started = true;
-                p.memory_before.extend(parse_memory(m));
-            } else if let Some(m) = rest.strip_prefix("memory after exit: ") {
-                p.memory_after.extend(parse_memory(m));
-            } else if let Some(end) = parse_end(rest) {
-                p.ends.push(end);
-            } else if rest.starts_with("cannot run ") && p.cannot_run.is_none() {
-                p.cannot_run = Some(rest.to_string());
-            }
-            continue;
-        }
-        if started {
-            p.output.push_str(line);
-            p.output.push('\n');
-        }
-    }
-    p
-}
-
-/// The runner's exit status for `cargo spindle run`: the process's status
-/// when the kernel reported one and powered off consistently with it;
-/// otherwise as without an image (0 success, 1 failure, 2 anything else,
-/// 130 interrupted). `killed by signal` gives 128 + the signal number when
-/// the kernel names it by number, else 1. The note, if any, says why the
-/// status is not simply the process's.
-pub fn runner_exit_code(outcome: &GuestOutcome, log: &ProcessLog) -> (u8, Option<String>) {
-    let base = match outcome {
-        GuestOutcome::Success => 0,
-        GuestOutcome::Failure => 1,
-        GuestOutcome::Interrupted => return (130, None),
-        _ => 2,
-    };
-    let Some(last) = log.ends.last() else {
-        let note = log
-            .cannot_run
-            .as_ref()
-            .map(|c| format!("the kernel said: {c}"));
-        return (base, note);
-    };
-    match (last, outcome) {
-        (ProcessEnd::Exited { status, .. }, GuestOutcome::Success) if *status == 0 => (0, None),
-        (ProcessEnd::Exited { status, .. }, GuestOutcome::Failure) if *status != 0 => {
-            (u8::try_from(*status & 0xff).unwrap_or(1), None)
-        }
-        (ProcessEnd::Killed { signal, .. }, GuestOutcome::Failure) => {
-            let code = signal
-                .parse::<u8>()
-                .ok()
-                .filter(|s| *s < 128)
-                .map_or(1, |s| 128 + s);
-            (code, None)
-        }
-        (end, _) => (
-            if base == 0 { 1 } else { base },
-            Some(format!(
-                "the kernel's power-off ({outcome:?}) contradicts the process's end ({end:?})"
-            )),
-        ),
-    }
-}
-
 /// One boot of an image, for tests and tools.
 #[derive(Clone, Debug)]
 pub struct ImageBoot {
@@ -664,6 +474,7 @@ pub mod corrupt {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::guest::GuestOutcome;
 
     const SAMPLE: &str = "\
 [    0.027723] INFO  spindle: Spindle 0.1.0 booting

@@ -18,6 +18,7 @@ pub mod guest;
 pub mod images;
 pub mod kbuild;
 pub mod ktest;
+pub mod process_log;
 pub mod qemu;
 pub mod setup;
 pub mod size;

@@ -598,10 +598,9 @@ fn screen(nr: u64, args: &mut [u64; 6], scratch: u64) -> Option<&'static str> {
 }
 
 fn raw(nr: u64, args: [u64; 6]) -> SysResult {
-    // SAFETY: `screen` has removed every call that could end the process,
-    // unmap or re-protect its memory, or block; the remaining calls can
-    // only write through the argument pool's pointers, of which the only
-    // valid one is the guarded scratch buffer.
+    // SAFETY: `screen` has removed every call that could end the process, unmap or re-protect its
+    // memory, or block; the remaining calls can only write through the argument pool's pointers, of
+    // which the only valid one is the guarded scratch buffer.
     unsafe { syscall6(nr, args) }
 }
 

@@ -75,11 +75,9 @@ fn capture_initial_state() -> FxsaveArea {
     let mut live = FxsaveArea([0; 512]);
     let mxcsr = INITIAL_MXCSR;
     x86_64::instructions::interrupts::without_interrupts(|| {
-        // SAFETY: SSE is enabled on every CPU before anything runs here.
-        // `fxsave64` writes 512 bytes into `live` and later `area`, both
-        // 16-byte aligned and 512 bytes long; `fninit`, `ldmxcsr` of a valid
-        // value and the XMM zeroing only touch FPU state, and `fxrstor64`
-        // of the image `fxsave64` just took puts that state back.
+        // SAFETY: SSE is enabled on every CPU before anything runs here. `fxsave64` writes 512 bytes into `live` and
+        // later `area`, both 16-byte aligned and 512 bytes long; `fninit`, `ldmxcsr` of a valid value and the XMM
+        // zeroing only touch FPU state, and `fxrstor64` of the image `fxsave64` just took puts that state back.
         unsafe {
             core::arch::asm!(
                 "fxsave64 [{live}]",
@@ -128,10 +126,9 @@ pub fn save(state: &mut FpuState) {
 
 /// Loads the running CPU's FPU/SSE registers from `state`.
 pub fn restore(state: &FpuState) {
-    // SAFETY: the area is 512 bytes and 16-byte aligned, and it came from
-    // `fxsave64` (via `save` or `initial`), so its MXCSR has no reserved
-    // bits set and `fxrstor64` cannot fault; it only loads FPU registers,
-    // which the soft-float kernel does not use.
+    // SAFETY: the area is 512 bytes and 16-byte aligned, and it came from `fxsave64` (via `save` or
+    // `initial`), so its MXCSR has no reserved bits set and `fxrstor64` cannot fault; it only loads
+    // FPU registers, which the soft-float kernel does not use.
     unsafe {
         core::arch::asm!(
             "fxrstor64 [{area}]",

@@ -113,11 +113,9 @@ pub fn load(index: usize) -> Result<(), GdtError> {
     let code = SegmentSelector(KERNEL_CODE_SELECTOR);
     let data = SegmentSelector(KERNEL_DATA_SELECTOR);
     let null = SegmentSelector::new(0, PrivilegeLevel::Ring0);
-    // SAFETY: the selectors name descriptors of the GDT just loaded, which
-    // is leaked, so it lives forever; the TSS descriptor is used by this
-    // CPU only (each CPU has its own TSS, so the busy bit is never set
-    // twice). Loading a null GS clears GS base on some CPUs; it is restored
-    // right after.
+    // SAFETY: the selectors name descriptors of the GDT just loaded, which is leaked, so it lives
+    // forever; the TSS descriptor is used by this CPU only (each CPU has its own TSS, so the busy bit
+    // is never set twice). Loading a null GS clears GS base on some CPUs; it is restored right after.
     unsafe {
         CS::set_reg(code);
         DS::set_reg(data);
@@ -145,10 +143,9 @@ pub fn set_user_entry_stack(stack_top: u64) {
         return;
     };
     let tss = tables.tss.load(Ordering::Relaxed);
-    // SAFETY: `tss` is this CPU's leaked TSS; only this CPU writes its rsp0
-    // (the CPU itself reads it only on a ring 3 -> 0 transition, which
-    // cannot happen in the middle of this store). The field is unaligned
-    // in the packed TSS, hence the unaligned write.
+    // SAFETY: `tss` is this CPU's leaked TSS; only this CPU writes its rsp0 (the CPU itself reads
+    // it only on a ring 3 -> 0 transition, which cannot happen in the middle of this store). The
+    // field is unaligned in the packed TSS, hence the unaligned write.
     unsafe {
         core::ptr::write_unaligned(
             core::ptr::addr_of_mut!((*tss).privilege_stack_table[0]),

@@ -21,10 +21,9 @@ pub mod trap;
 /// Switches to a new stack whose top is `stack_top` and calls `continuation`
 /// there; the old stack is abandoned.
 pub fn switch_stack_and_call(stack_top: u64, continuation: extern "C" fn() -> !) -> ! {
-    // SAFETY: `stack_top` is the 16-byte aligned top of a mapped kernel
-    // stack that nobody else uses; the continuation never returns, so
-    // nothing ever runs on the old stack again. rbp is cleared so
-    // backtraces end at the continuation.
+    // SAFETY: `stack_top` is the 16-byte aligned top of a mapped kernel stack that nobody else
+    // uses; the continuation never returns, so nothing ever runs on the old stack again. rbp is
+    // cleared so backtraces end at the continuation.
     unsafe {
         core::arch::asm!(
             "mov rsp, {top}",

@@ -27,10 +27,9 @@ pub fn gs_base() -> u64 {
 #[inline]
 pub fn read_index() -> u64 {
     let index: u64;
-    // SAFETY: GS base points at this CPU's `cpu::PerCpu` block (set by
-    // `cpu::init_boot_cpu` or the AP entry before any caller can run here;
-    // `cpu::current_index` does not call this before that), whose word at
-    // OFFSET_INDEX is the index. A plain read with no side effects.
+    // SAFETY: GS base points at this CPU's `cpu::PerCpu` block (set by `cpu::init_boot_cpu` or the
+    // AP entry before any caller can run here; `cpu::current_index` does not call this before
+    // that), whose word at OFFSET_INDEX is the index. A plain read with no side effects.
     unsafe {
         core::arch::asm!(
             "mov {index}, gs:[{offset}]",

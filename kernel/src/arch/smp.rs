@@ -272,11 +272,9 @@ fn build_temporary_page_tables() {
     let pml4 = phys_to_virt(TEMPORARY_PML4) as *mut u64;
     let pdpt = phys_to_virt(TEMPORARY_PDPT) as *mut u64;
     let directory = phys_to_virt(TEMPORARY_PAGE_DIRECTORY) as *mut u64;
-    // SAFETY: the three temporary table pages are reserved for this (see
-    // `install_trampoline`) and only the boot CPU writes them, while no AP
-    // is using them (one AP starts at a time, and a failed one was parked
-    // by INIT). The kernel PML4 is read through the direct map; its
-    // upper-half entries are plain u64 values.
+    // SAFETY: the three temporary table pages are reserved for this (see `install_trampoline`) and only the
+    // boot CPU writes them, while no AP is using them (one AP starts at a time, and a failed one was parked by
+    // INIT). The kernel PML4 is read through the direct map; its upper-half entries are plain u64 values.
     unsafe {
         core::ptr::write_bytes(pml4, 0, 512);
         core::ptr::write_bytes(pdpt, 0, 512);

@@ -127,10 +127,9 @@ pub fn place_user_frame(stack_top: u64, frame: &TrapFrame) {
 /// put its own.
 pub fn enter_user(stack_top: u64) -> ! {
     let place = stack_top - TRAP_FRAME_SIZE;
-    // SAFETY: `stack_top` is the top of the running LWP's own kernel stack,
-    // whose top frame its creator filled with user selectors and an RFLAGS
-    // with IF; the stack pointer moves there and the common exit pops it
-    // and `iretq`s to user mode.
+    // SAFETY: `stack_top` is the top of the running LWP's own kernel stack, whose top frame its
+    // creator filled with user selectors and an RFLAGS with IF; the stack pointer moves there and
+    // the common exit pops it and `iretq`s to user mode.
     unsafe {
         core::arch::asm!(
             "mov rsp, {frame}",

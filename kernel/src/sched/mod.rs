@@ -736,10 +736,9 @@ pub fn schedule() {
     let to: *const Context = &next.context;
     *this.previous.lock() = Some(current);
     *this.current.lock() = Some(next);
-    // SAFETY: interrupts are off; `from` is the context of the LWP running
-    // here and `to` that of an LWP no CPU runs (its `on_cpu` was clear, and
-    // this CPU set it). This CPU's `previous` and `current` slots keep both
-    // LWPs alive until `finish_switch` runs on the other side.
+    // SAFETY: interrupts are off; `from` is the context of the LWP running here and `to` that of an
+    // LWP no CPU runs (its `on_cpu` was clear, and this CPU set it). This CPU's `previous` and
+    // `current` slots keep both LWPs alive until `finish_switch` runs on the other side.
     unsafe { arch::context::switch(from, to) };
     finish_switch();
     if interrupts_were_enabled {
