@@ -257,6 +257,30 @@ pub fn no_growth(after: &[MemoryFigures]) -> Result<(), String> {
     Ok(())
 }
 
+/// The process was killed by `signal` (one run), the kernel reported the
+/// fault, and the kernel itself neither panicked nor faulted.
+pub fn judge_killed(r: &ImageResult, signal: &str) -> Result<(), String> {
+    let fail = |what: String| Err(format!("{what}\n{}", describe(&r.guest)));
+    if let Some(m) = kernel_failure(r) {
+        return fail(format!("the kernel reported `{m}`"));
+    }
+    match r.process.ends.as_slice() {
+        [spindle_runner::images::ProcessEnd::Killed { signal: got, .. }] if got == signal => {}
+        other => {
+            return fail(format!(
+                "expected one end, killed by signal {signal}; saw {other:?}"
+            ));
+        }
+    }
+    if !r.guest.log.contains("page fault at rip") {
+        return fail("the fault was not reported".into());
+    }
+    if r.process.output.contains("the kernel let user mode in") {
+        return fail("user mode read kernel memory".into());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

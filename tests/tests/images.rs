@@ -17,7 +17,8 @@ use spindle_runner::kbuild::{Profile, build_kernel};
 use spindle_runner::{QemuConfig, setup};
 use spindle_tests::SharedBoot;
 use spindle_tests::images::{
-    judge_empty_initrd, judge_prefixes, judge_refused, judge_respawn, judge_run, judge_worker_exits,
+    judge_empty_initrd, judge_killed, judge_prefixes, judge_refused, judge_respawn, judge_run,
+    judge_worker_exits,
 };
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -214,6 +215,11 @@ fn plan() -> Result<Vec<Case>, String> {
                     ],
                 )
             }),
+        },
+        Case {
+            name: "fault::user_mode_touching_kernel_memory_is_killed_with_sigsegv".into(),
+            boot: boot("hello", 2, 128, &["--touch-kernel"]),
+            judge: Box::new(|r: &ImageResult| judge_killed(r, "11")),
         },
         Case {
             name: "exit::exit_group_ends_the_process_with_kernel_only_workers_inside".into(),

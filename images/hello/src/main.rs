@@ -6,6 +6,8 @@
 //!   and joins them;
 //! - `--sleep-ms N`: sleeps N milliseconds (and prints how long it took);
 //! - `--exit CODE`: exits with CODE (0..=255) instead of 0;
+//! - `--touch-kernel`: reads kernel memory (0xffff_8000_0000_0000) from user
+//!   mode, which must end the process with SIGSEGV (it never returns);
 //! - `--thread-exit`: leaves through the thread-exit system call (`exit`,
 //!   not `exit_group`), so the process ends because its last user thread
 //!   did.
@@ -34,6 +36,16 @@ fn main() -> ExitCode {
         Ok(n) => n.unwrap_or(0),
         Err(e) => return usage_error("hello", &format!("{e} (0..=255)")),
     };
+    if args.flag("--touch-kernel") {
+        println!("reading kernel memory from user mode");
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        // SAFETY: none: this read must fault, and the kernel must end the
+        // process for it (the test of that rule).
+        let value = unsafe { std::ptr::read_volatile(0xffff_8000_0000_0000_u64 as *const u64) };
+        println!("hello: read {value:#x} from kernel memory: the kernel let user mode in");
+        return ExitCode::FAILURE;
+    }
     if threads > 0 {
         let handles: Vec<_> = (0..threads)
             .map(|i| {

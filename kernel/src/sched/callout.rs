@@ -12,7 +12,13 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::sync::IrqSpinLock;
 
-type Work = Box<dyn FnOnce() + Send>;
+/// What a callout does. A sleep's timeout is a `Waker` kept inline (no
+/// allocation), so nothing is freed after the sleeper is already running
+/// again (which would make leak checks racy).
+enum Work {
+    Wake(super::Waker),
+    Run(Box<dyn FnOnce() + Send>),
+}
 
 static CALLOUTS: IrqSpinLock<BTreeMap<(u64, u64), Work>> = IrqSpinLock::new(BTreeMap::new());
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -26,8 +32,18 @@ pub struct CalloutHandle {
 
 /// Runs `work` at the first tick at or after `deadline_ns` (monotonic).
 pub fn schedule_at(deadline_ns: u64, work: impl FnOnce() + Send + 'static) -> CalloutHandle {
+    insert(deadline_ns, Work::Run(Box::new(work)))
+}
+
+/// Wakes a sleep with `TimedOut` at the first tick at or after
+/// `deadline_ns`.
+pub fn wake_at(deadline_ns: u64, waker: super::Waker) -> CalloutHandle {
+    insert(deadline_ns, Work::Wake(waker))
+}
+
+fn insert(deadline_ns: u64, work: Work) -> CalloutHandle {
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-    CALLOUTS.lock().insert((deadline_ns, id), Box::new(work));
+    CALLOUTS.lock().insert((deadline_ns, id), work);
     CalloutHandle { deadline_ns, id }
 }
 
@@ -49,6 +65,11 @@ pub fn run_due(now_ns: u64) {
                 _ => return,
             }
         };
-        work();
+        match work {
+            Work::Wake(waker) => {
+                waker.wake(crate::proc::lwp::WakeReason::TimedOut);
+            }
+            Work::Run(function) => function(),
+        }
     }
 }

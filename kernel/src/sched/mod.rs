@@ -464,12 +464,7 @@ impl SleepTicket {
     /// Sleeps until woken, or until `deadline_ns` (monotonic) if given.
     pub fn block(mut self, deadline_ns: Option<u64>) -> WakeReason {
         self.done = true;
-        let timeout = deadline_ns.map(|deadline| {
-            let waker = self.waker();
-            callout::schedule_at(deadline, move || {
-                waker.wake(WakeReason::TimedOut);
-            })
-        });
+        let timeout = deadline_ns.map(|deadline| callout::wake_at(deadline, self.waker()));
         let held_big_lock = biglock::release_all();
         schedule();
         let reason = self

@@ -1,6 +1,7 @@
 //! Condition variables for the sleeping mutex.
 //!
-//! Owns the queue of waiting sleeps (`waiters`, an `IrqSpinLock` leaf). A
+//! Owns the queue of waiting sleeps (`waiters`, an `IrqSpinLock` taken
+//! before LWP and run-queue locks). A
 //! waiter registers its `Waker` and only then releases the mutex, with
 //! interrupts off throughout (`sched::prepare_sleep`), so a notify that
 //! follows the release always finds it: no lost wake-ups. Waits may time
@@ -51,12 +52,9 @@ impl Condvar {
         drop(guard);
         let reason = ticket.block(deadline_ns);
         if reason != WakeReason::Notified {
-            let mut waiters = self.waiters.lock();
-            waiters.retain(|other| !other.same_sleep(&waker));
-            if waiters.is_empty() {
-                // An empty queue holds no memory (leak checks count it).
-                waiters.shrink_to_fit();
-            }
+            self.waiters
+                .lock()
+                .retain(|other| !other.same_sleep(&waker));
         }
         (mutex.lock(), reason)
     }
@@ -99,15 +97,7 @@ impl Condvar {
     /// Wakes one waiter, if any.
     pub fn notify_one(&self) {
         loop {
-            let waiter = {
-                let mut waiters = self.waiters.lock();
-                let waiter = waiters.pop_front();
-                if waiters.is_empty() {
-                    waiters.shrink_to_fit();
-                }
-                waiter
-            };
-            let Some(waiter) = waiter else {
+            let Some(waiter) = self.waiters.lock().pop_front() else {
                 return;
             };
             if waiter.wake(WakeReason::Notified) {
@@ -117,9 +107,13 @@ impl Condvar {
     }
 
     /// Wakes every waiter.
+    /// Wakes every waiter. The wake-ups happen under the queue lock (it
+    /// comes before LWP and run-queue locks), so the queue's storage is
+    /// neither freed nor reallocated while the woken run: nothing is freed
+    /// behind their backs (leak checks compare exact figures).
     pub fn notify_all(&self) {
-        let waiters = core::mem::take(&mut *self.waiters.lock());
-        for waiter in waiters {
+        let mut waiters = self.waiters.lock();
+        for waiter in waiters.drain(..) {
             waiter.wake(WakeReason::Notified);
         }
     }

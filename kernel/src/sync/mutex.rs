@@ -84,10 +84,6 @@ impl<T> Mutex<T> {
     fn unlock(&self) {
         let mut state = self.state.lock();
         while let Some(waiter) = state.waiters.pop_front() {
-            if state.waiters.is_empty() {
-                // An empty queue holds no memory (leak checks count it).
-                state.waiters.shrink_to_fit();
-            }
             if waiter.wake(crate::proc::lwp::WakeReason::Notified) {
                 return;
             }
