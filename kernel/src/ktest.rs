@@ -180,12 +180,6 @@ pub fn wait_until(timeout_ms: u64, mut condition: impl FnMut() -> bool) -> bool 
     }
 }
 
-/// Background work held still for exact leak checks (see
-/// `compat::sysinit::quiesce`).
-pub fn quiesce() -> crate::compat::sysinit::Quiet {
-    crate::compat::sysinit::quiesce()
-}
-
 /// Runs `body` in a kernel thread bound to CPU `index` and waits for it,
 /// for tests whose subject is per-CPU. A panic in `body` fails the test.
 pub fn on_cpu(index: usize, body: impl FnOnce() + Send + 'static) {

@@ -440,13 +440,11 @@ fn bench_sched(runs: u32, smp: u32, debug: bool, accel: AccelChoice, no_write: b
         smp,
     };
     let report = spindle_runner::bench_sched::run(&plan)?;
-    println!("{report}");
-    if !no_write {
-        let path = spindle_runner::workspace_root().join("BENCHMARKS.md");
-        spindle_runner::bench_sched::update_benchmarks_md(&path, &report)?;
-        eprintln!("spindle: updated {}", path.display());
-    }
-    Ok(0)
+    publish(
+        &report,
+        no_write,
+        spindle_runner::bench_sched::update_benchmarks_md,
+    )
 }
 
 fn bench_syscalls(runs: u32, smp: u32, accel: AccelChoice, no_write: bool) -> Result<u8> {
@@ -463,10 +461,24 @@ fn bench_syscalls(runs: u32, smp: u32, accel: AccelChoice, no_write: bool) -> Re
         mem_mib: 512,
     };
     let report = spindle_runner::bench_syscalls::run(&plan)?;
+    publish(
+        &report,
+        no_write,
+        spindle_runner::bench_syscalls::update_benchmarks_md,
+    )
+}
+
+/// Prints a benchmark report and, unless `no_write`, puts it into its
+/// section of BENCHMARKS.md with `update`.
+fn publish(
+    report: &str,
+    no_write: bool,
+    update: fn(&std::path::Path, &str) -> Result<()>,
+) -> Result<u8> {
     println!("{report}");
     if !no_write {
         let path = spindle_runner::workspace_root().join("BENCHMARKS.md");
-        spindle_runner::bench_syscalls::update_benchmarks_md(&path, &report)?;
+        update(&path, report)?;
         eprintln!("spindle: updated {}", path.display());
     }
     Ok(0)

@@ -98,7 +98,7 @@ pub fn total_count() -> usize {
 
 crate::ktests! {
     fn alloc_and_free_return_the_counters() {
-        let _quiet = crate::ktest::quiesce();
+        let _quiet = crate::compat::sysinit::quiesce();
         let before = free_count();
         let one = alloc(1).expect("a frame");
         let three = alloc(3).expect("three frames");
@@ -126,7 +126,7 @@ crate::ktests! {
     }
 
     fn many_allocations_come_back() {
-        let _quiet = crate::ktest::quiesce();
+        let _quiet = crate::compat::sysinit::quiesce();
         let before = free_count();
         let mut runs = alloc::vec::Vec::new();
         for _ in 0..256 {

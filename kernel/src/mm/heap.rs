@@ -67,7 +67,7 @@ pub fn total_bytes() -> usize {
 crate::ktests! {
     fn allocations_return_the_counter() {
         use alloc::{boxed::Box, string::String, vec::Vec};
-        let _quiet = crate::ktest::quiesce();
+        let _quiet = crate::compat::sysinit::quiesce();
         let before = bytes_in_use();
         {
             let boxed = Box::new([7u8; 1000]);
@@ -84,7 +84,7 @@ crate::ktests! {
 
     fn large_and_aligned_allocations() {
         let layout = Layout::from_size_align(1 << 20, 1 << 16).expect("valid layout");
-        let _quiet = crate::ktest::quiesce();
+        let _quiet = crate::compat::sysinit::quiesce();
         let before = bytes_in_use();
         // SAFETY: the layout is non-zero in size; the block is freed with
         // the same layout.

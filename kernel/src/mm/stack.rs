@@ -124,7 +124,7 @@ crate::ktests! {
     }
 
     fn stacks_return_their_frames() {
-        let _quiet = crate::ktest::quiesce();
+        let _quiet = crate::compat::sysinit::quiesce();
         let frames_before = frame::free_count();
         let stacks: Vec<KernelStack> = (0..8).map(|_| KernelStack::new(4).expect("a stack")).collect();
         assert!(frame::free_count() <= frames_before - 32);

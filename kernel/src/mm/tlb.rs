@@ -291,7 +291,7 @@ fn remap_and_unmap_round() {
 crate::ktests! {
     fn remapped_and_unmapped_pages_are_seen_by_every_cpu() {
         use crate::mm::{frame, heap};
-        let _quiet = crate::ktest::quiesce();
+        let _quiet = crate::compat::sysinit::quiesce();
         // A first round creates the stack slot, its page tables, the slot
         // list's heap block and settles the frame allocator's free lists
         // (on the heap), so the counters across the second round are exact.

@@ -322,7 +322,7 @@ crate::ktests! {
     }
 
     fn ten_thousand_threads_leave_no_memory_behind() {
-        let quiet = crate::ktest::quiesce();
+        let quiet = crate::compat::sysinit::quiesce();
         let batch_of_100 = || {
             let batch: Vec<_> = (0..100).map(|_| Builder::new("many").joinable().spawn(|| {}).expect("spawn")).collect();
             for lwp in &batch {

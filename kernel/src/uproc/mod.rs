@@ -38,7 +38,7 @@ use crate::errno::Errno;
 use crate::kthread::{self, Builder};
 use crate::mm::phys_to_virt;
 use crate::mm::vm::{Access, AddressSpace};
-use crate::proc::lwp::{Lwp, LwpState, SignalSet, flags};
+use crate::proc::lwp::{Lwp, SignalSet, flags};
 use crate::proc::{self, Process};
 use crate::sync::{Condvar, Mutex};
 use crate::{cmdline, mm, power, println, sched};
@@ -326,9 +326,7 @@ fn place_kernel_worker(process: &Arc<Process>, index: usize) {
 /// frees its address space.
 fn teardown(process: &Arc<Process>) {
     for lwp in process.take_departed() {
-        while lwp.on_cpu.load(Ordering::Acquire) || lwp.state() != LwpState::Zombie {
-            sched::sleep_ns(1_000_000);
-        }
+        kthread::wait_until_off_cpu(&lwp);
     }
     let vm = process.vm.lock().take();
     process.set_cr3(0);
