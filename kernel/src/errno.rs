@@ -6,7 +6,7 @@
 use core::fmt;
 
 /// The Unix names are kept as they are, so code reads like the man pages.
-#[allow(clippy::upper_case_acronyms)]
+#[allow(clippy::upper_case_acronyms, non_camel_case_types)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(i32)]
 pub enum Errno {
@@ -23,6 +23,14 @@ pub enum Errno {
     ERANGE = 34,
     ENOSYS = 38,
     ETIMEDOUT = 110,
+    /// Kernel-internal (never seen by user mode): restart the interrupted
+    /// call unless a handler without `SA_RESTART` ran (then `EINTR`).
+    ERESTARTSYS = 512,
+    /// Kernel-internal: restart unless a handler ran (then `EINTR`).
+    ERESTARTNOHAND = 514,
+    /// Kernel-internal: restart through `restart_syscall` unless a handler
+    /// ran (then `EINTR`).
+    ERESTART_RESTARTBLOCK = 516,
 }
 
 impl Errno {
@@ -48,6 +56,9 @@ impl Errno {
             Errno::ERANGE => "ERANGE",
             Errno::ENOSYS => "ENOSYS",
             Errno::ETIMEDOUT => "ETIMEDOUT",
+            Errno::ERESTARTSYS => "ERESTARTSYS",
+            Errno::ERESTARTNOHAND => "ERESTARTNOHAND",
+            Errno::ERESTART_RESTARTBLOCK => "ERESTART_RESTARTBLOCK",
         }
     }
 }

@@ -35,6 +35,7 @@ mod panic;
 mod platform;
 mod power;
 mod proc;
+mod signal;
 mod pvh;
 mod sched;
 mod sync;

@@ -38,6 +38,11 @@ impl FpuState {
         }
     }
 
+    /// The FXSAVE image.
+    pub fn bytes(&self) -> [u8; 512] {
+        self.area.0
+    }
+
     /// The saved MXCSR (bytes 24..28 of the image).
     pub fn mxcsr(&self) -> u32 {
         u32::from_le_bytes([
@@ -109,6 +114,52 @@ fn capture_initial_state() -> FxsaveArea {
         }
     });
     area
+}
+
+/// The running CPU's FPU/SSE registers as an FXSAVE image (the calling
+/// user LWP's registers: the kernel never touches them).
+pub fn save_live() -> [u8; 512] {
+    let mut area = FxsaveArea([0; 512]);
+    let enabled = x86_64::instructions::interrupts::are_enabled();
+    x86_64::instructions::interrupts::disable();
+    // SAFETY: the area is 512 bytes, 16-byte aligned and ours; interrupts
+    // are off, so no switch saves or loads these registers meanwhile.
+    unsafe {
+        core::arch::asm!(
+            "fxsave64 [{area}]",
+            area = in(reg) area.0.as_mut_ptr(),
+            options(nostack, preserves_flags),
+        )
+    };
+    if enabled {
+        x86_64::instructions::interrupts::enable();
+    }
+    area.0
+}
+
+/// Loads an FXSAVE image that user mode supplied (`rt_sigreturn`) into the
+/// running CPU's registers. The MXCSR's reserved bits are cleared first, so
+/// the load cannot fault.
+pub fn load_live(image: &[u8; 512]) {
+    let mut area = FxsaveArea(*image);
+    let mxcsr = u32::from_le_bytes([area.0[24], area.0[25], area.0[26], area.0[27]]) & 0xffff;
+    area.0[24..28].copy_from_slice(&mxcsr.to_le_bytes());
+    // MXCSR_MASK is written by FXSAVE, ignored by FXRSTOR.
+    let enabled = x86_64::instructions::interrupts::are_enabled();
+    x86_64::instructions::interrupts::disable();
+    // SAFETY: 512 bytes, 16-byte aligned; the MXCSR has only defined bits
+    // (bits 16 and up cleared), so `fxrstor64` cannot fault; interrupts are
+    // off, so no switch saves these registers half-loaded.
+    unsafe {
+        core::arch::asm!(
+            "fxrstor64 [{area}]",
+            area = in(reg) area.0.as_ptr(),
+            options(nostack, preserves_flags, readonly),
+        )
+    };
+    if enabled {
+        x86_64::instructions::interrupts::enable();
+    }
 }
 
 /// Saves the running CPU's FPU/SSE registers into `state`.

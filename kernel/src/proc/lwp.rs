@@ -103,6 +103,8 @@ pub struct SchedInfo {
     /// The tick at which the current sleep began (timeshare boost).
     pub slept_at_tick: u64,
     pub wake_reason: Option<WakeReason>,
+    /// The code that put it to sleep last (its wait channel).
+    pub wait_channel: Option<&'static core::panic::Location<'static>>,
 }
 
 /// LWP flags.
@@ -180,6 +182,14 @@ pub struct Lwp {
     /// The channel suspenders and the suspended thread sleep on (FreeBSD's
     /// `&td->td_flags`), under the process's `suspend_lock`.
     pub suspend_changed: Condvar,
+    /// Its pending signals and restart state (under the process's signal
+    /// lock).
+    pub signals: IrqSpinLock<crate::signal::LwpSignals>,
+    /// Parked by a process stop (`signal::stop`).
+    parked: AtomicBool,
+    /// While parked (or dumping core): its user registers, for `pstack`
+    /// and core files.
+    user_snapshot: IrqSpinLock<Option<Box<crate::signal::UserSnapshot>>>,
     /// Ticks spent on a CPU.
     pub cpu_ticks: AtomicU64,
     /// Context switches into this LWP.
@@ -230,6 +240,7 @@ impl Lwp {
                 sleep_interruptible: false,
                 slept_at_tick: 0,
                 wake_reason: None,
+                wait_channel: None,
             }),
             on_cpu: AtomicBool::new(parts.state == LwpState::OnCpu),
             context: parts.context,
@@ -242,6 +253,9 @@ impl Lwp {
             exit_changed: Condvar::new(),
             suspend: IrqSpinLock::new(SuspendState::default()),
             suspend_changed: Condvar::new(),
+            signals: IrqSpinLock::new(crate::signal::LwpSignals::default()),
+            parked: AtomicBool::new(false),
+            user_snapshot: IrqSpinLock::new(None),
             cpu_ticks: AtomicU64::new(0),
             switches: AtomicU64::new(0),
         }
@@ -323,6 +337,40 @@ impl Lwp {
             .lock()
             .as_ref()
             .map(|stack| (stack.guard_page(), stack.top()))
+    }
+
+    /// Whether a process stop has it parked.
+    pub fn is_parked(&self) -> bool {
+        self.parked.load(Ordering::Acquire)
+    }
+
+    pub fn set_parked(&self, parked: bool) {
+        self.parked.store(parked, Ordering::Release);
+    }
+
+    /// The user state it left while parked or dumping core.
+    pub fn user_snapshot(&self) -> Option<crate::signal::UserSnapshot> {
+        self.user_snapshot.lock().as_deref().cloned()
+    }
+
+    pub fn set_user_snapshot(&self, snapshot: Option<crate::signal::UserSnapshot>) {
+        let boxed = snapshot.map(Box::new);
+        let old = core::mem::replace(&mut *self.user_snapshot.lock(), boxed);
+        drop(old);
+    }
+
+    /// Whether it has finished (an LWP on its way out leaves its process's
+    /// list before this turns true).
+    pub fn has_exited(&self) -> bool {
+        self.state() == LwpState::Zombie
+    }
+
+    /// Where it sleeps: the source location that put it to sleep.
+    pub fn wait_channel(&self) -> Option<&'static core::panic::Location<'static>> {
+        let info = self.sched.lock();
+        (info.state == LwpState::Sleeping)
+            .then_some(info.wait_channel)
+            .flatten()
     }
 
     pub fn set_interrupt_pending(&self, pending: bool) {

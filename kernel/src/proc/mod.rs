@@ -35,8 +35,7 @@ pub mod flags {
     pub const SYSTEM: u32 = 1 << 0;
     /// Exit has begun: no new LWPs (illumos `SEXITING`).
     pub const EXITING: u32 = 1 << 1;
-    /// Stopped by request (`pstop`, with the control channel).
-    #[allow(dead_code, reason = "set once stop requests exist (pstop)")]
+    /// Stopped: a stop reason is in force (`signal::stop`).
     pub const STOPPED: u32 = 1 << 2;
     /// Every LWP is gone.
     pub const ZOMBIE: u32 = 1 << 3;
@@ -82,9 +81,13 @@ pub struct Process {
     /// A user process's LWPs that have exited: its address space is torn
     /// down only once they are all off their CPUs.
     departed: IrqSpinLock<Vec<Arc<Lwp>>>,
-    /// Signal dispositions as `struct sigaction` bytes, per signal 1..=64
-    /// (recorded now; delivery arrives with the signals issue).
-    signal_actions: IrqSpinLock<alloc::boxed::Box<[[u8; 32]; 64]>>,
+    /// Dispositions and pending signals: the process's signal lock.
+    pub signals: IrqSpinLock<crate::signal::ProcessSignals>,
+    /// Stop reasons in force (`signal::stop`).
+    pub stop: Mutex<crate::signal::stop::StopState>,
+    pub stop_changed: Condvar,
+    /// The auxiliary vector the process started with (core files).
+    auxv: IrqSpinLock<Vec<(u64, u64)>>,
 }
 
 /// `termination` before anything decided it.
@@ -124,7 +127,10 @@ impl Process {
             termination: core::sync::atomic::AtomicI64::new(UNDECIDED),
             user_lwps: AtomicUsize::new(0),
             departed: IrqSpinLock::new(Vec::new()),
-            signal_actions: IrqSpinLock::new(alloc::boxed::Box::new([[0; 32]; 64])),
+            signals: IrqSpinLock::new(crate::signal::ProcessSignals::default()),
+            stop: Mutex::new(crate::signal::stop::StopState::default()),
+            stop_changed: Condvar::new(),
+            auxv: IrqSpinLock::new(Vec::new()),
         }
     }
 
@@ -205,13 +211,22 @@ impl Process {
         remaining
     }
 
-    /// The recorded `struct sigaction` of `signal` (1..=64).
-    pub fn signal_action(&self, signal: u32) -> [u8; 32] {
-        self.signal_actions.lock()[(signal - 1) as usize]
+    /// Sets or clears `STOPPED` (by `signal::stop` only).
+    pub fn set_stopped_flag(&self, stopped: bool) {
+        if stopped {
+            self.flags.fetch_or(flags::STOPPED, Ordering::AcqRel);
+        } else {
+            self.flags.fetch_and(!flags::STOPPED, Ordering::AcqRel);
+        }
     }
 
-    pub fn set_signal_action(&self, signal: u32, action: [u8; 32]) {
-        self.signal_actions.lock()[(signal - 1) as usize] = action;
+    /// The auxiliary vector it started with: (type, value) pairs.
+    pub fn auxv(&self) -> Vec<(u64, u64)> {
+        self.auxv.lock().clone()
+    }
+
+    pub fn set_auxv(&self, auxv: Vec<(u64, u64)>) {
+        *self.auxv.lock() = auxv;
     }
 
     /// The exited LWPs of a user process, handed over once (teardown).

@@ -425,6 +425,7 @@ pub fn prepare_sleep(interruptible: bool) -> Result<SleepTicket, WakeReason> {
         info.sleep_interruptible = interruptible;
         info.slept_at_tick = time::ticks();
         info.wake_reason = None;
+        info.wait_channel = Some(core::panic::Location::caller());
         info.sleep_generation
     };
     Ok(SleepTicket {

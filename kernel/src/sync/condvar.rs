@@ -36,6 +36,7 @@ impl Condvar {
         }
     }
 
+    #[track_caller]
     fn wait_inner<'a, T>(
         &self,
         guard: MutexGuard<'a, T>,
@@ -45,7 +46,13 @@ impl Condvar {
         let mutex = guard.mutex();
         let ticket = match sched::prepare_sleep(interruptible) {
             Ok(ticket) => ticket,
-            Err(reason) => return (guard, reason),
+            Err(reason) => {
+                // A kernel-only LWP of a stopped process parks here, with
+                // no lock held.
+                drop(guard);
+                crate::signal::stop_point();
+                return (mutex.lock(), reason);
+            }
         };
         let waker = ticket.waker();
         self.waiters.lock().push_back(waker.clone());
@@ -56,15 +63,20 @@ impl Condvar {
                 .lock()
                 .retain(|other| !other.same_sleep(&waker));
         }
+        if reason == WakeReason::Interrupted {
+            crate::signal::stop_point();
+        }
         (mutex.lock(), reason)
     }
 
     /// Releases `guard`'s mutex, sleeps until notified, relocks.
+    #[track_caller]
     pub fn wait<'a, T>(&self, guard: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
         self.wait_inner(guard, None, false).0
     }
 
     /// As `wait`, but gives up after `timeout_ns` (`TimedOut`).
+    #[track_caller]
     pub fn wait_timeout<'a, T>(
         &self,
         guard: MutexGuard<'a, T>,
@@ -78,6 +90,7 @@ impl Condvar {
     }
 
     /// As `wait`, but `sched::interrupt` ends it (`Interrupted`).
+    #[track_caller]
     pub fn wait_interruptible<'a, T>(
         &self,
         guard: MutexGuard<'a, T>,
@@ -86,6 +99,7 @@ impl Condvar {
     }
 
     /// Interruptible, with a timeout.
+    #[track_caller]
     pub fn wait_timeout_interruptible<'a, T>(
         &self,
         guard: MutexGuard<'a, T>,

@@ -239,7 +239,7 @@ pub fn rt_sigaction(signal: u64, action: u64, old_action: u64, set_size: u64) ->
     }
     let process = Arc::clone(&sched::current().process);
     if old_action != 0 {
-        let old = process.signal_action(signal as u32);
+        let old = process.signals.lock().actions[(signal - 1) as usize].to_bytes();
         copy_to_user(old_action, &old)?;
     }
     if action != 0 {
@@ -248,7 +248,8 @@ pub fn rt_sigaction(signal: u64, action: u64, old_action: u64, set_size: u64) ->
         }
         let mut new = [0u8; SIGACTION_SIZE];
         copy_from_user(&mut new, action)?;
-        process.set_signal_action(signal as u32, new);
+        process.signals.lock().actions[(signal - 1) as usize] =
+            crate::signal::SigAction::from_bytes(&new);
     }
     Ok(0)
 }

@@ -1,0 +1,1 @@
+//! The Linux x86_64 signal frame (rt_sigframe) and rt_sigreturn.
