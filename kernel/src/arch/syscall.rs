@@ -124,12 +124,20 @@ pub fn place_user_frame(stack_top: u64, frame: &TrapFrame) {
 
 /// Enters user mode with the frame at the top of the running LWP's kernel
 /// stack (`place_user_frame`), where every later entry from user mode will
-/// put its own.
+/// put its own. Like every return to user mode, it passes through the
+/// signal layer first (a process stopped or exiting meanwhile, a signal
+/// already pending).
 pub fn enter_user(stack_top: u64) -> ! {
     let place = stack_top - TRAP_FRAME_SIZE;
+    // SAFETY: the frame lies at the top of the running LWP's own kernel
+    // stack, placed there by its creator before it first ran; nothing else
+    // refers to it while the LWP runs, and it stays mapped with the stack.
+    let frame = unsafe { &mut *(place as *mut TrapFrame) };
+    crate::signal::on_return_to_user(frame, None);
+    x86_64::instructions::interrupts::disable();
     // SAFETY: `stack_top` is the top of the running LWP's own kernel stack, whose top frame its
     // creator filled with user selectors and an RFLAGS with IF; the stack pointer moves there and
-    // the common exit pops it and `iretq`s to user mode.
+    // the common exit pops it and `iretq`s to user mode, with interrupts off until then.
     unsafe {
         core::arch::asm!(
             "mov rsp, {frame}",

@@ -322,7 +322,7 @@ static UNEXPECTED_IRQ_COUNT: AtomicU64 = AtomicU64::new(0);
 extern "C" fn dispatch(frame: &mut TrapFrame) {
     dispatch_vector(frame);
     if frame.cs & 3 == 3 {
-        crate::uproc::before_return_to_user();
+        crate::signal::on_return_to_user(frame, None);
     }
 }
 
@@ -399,12 +399,7 @@ fn handle_exception(frame: &mut TrapFrame) {
         }
     }
     if from_user {
-        crate::uproc::user_fault(
-            frame.vector as u8,
-            exception_name(frame.vector),
-            frame.rip,
-            fault_address,
-        );
+        crate::uproc::user_fault(frame, exception_name(frame.vector), fault_address);
         return;
     }
     if let Some(fixup) = fixup_for(frame.rip) {

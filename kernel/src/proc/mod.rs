@@ -19,7 +19,7 @@ use alloc::collections::BTreeMap;
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use spin::Once;
 
@@ -88,6 +88,8 @@ pub struct Process {
     pub stop_changed: Condvar,
     /// The auxiliary vector the process started with (core files).
     auxv: IrqSpinLock<Vec<(u64, u64)>>,
+    /// `RLIMIT_CORE`: 0 means no core files.
+    core_limit: AtomicU64,
 }
 
 /// `termination` before anything decided it.
@@ -131,6 +133,7 @@ impl Process {
             stop: Mutex::new(crate::signal::stop::StopState::default()),
             stop_changed: Condvar::new(),
             auxv: IrqSpinLock::new(Vec::new()),
+            core_limit: AtomicU64::new(u64::MAX),
         }
     }
 
@@ -245,6 +248,20 @@ impl Process {
                 Ordering::Acquire,
             )
             .is_ok()
+    }
+
+    /// Replaces a decided termination (the core dump it promised failed).
+    pub fn override_termination(&self, wait_status: i32) {
+        self.termination
+            .store(i64::from(wait_status), Ordering::Release);
+    }
+
+    pub fn core_limit(&self) -> u64 {
+        self.core_limit.load(Ordering::Acquire)
+    }
+
+    pub fn set_core_limit(&self, limit: u64) {
+        self.core_limit.store(limit, Ordering::Release);
     }
 
     /// The decided termination, if any.

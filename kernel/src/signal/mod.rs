@@ -31,6 +31,7 @@
 //!   sleep (`stop_point`). A parked LWP leaves a snapshot of its user
 //!   registers for `pstack` and core files.
 
+mod deliver;
 mod frame;
 pub mod stop;
 
@@ -38,46 +39,55 @@ use alloc::boxed::Box;
 use alloc::collections::VecDeque;
 use alloc::sync::Arc;
 
+pub use self::deliver::{force_fault, on_return_to_user, send_to_lwp, send_to_process};
+pub use self::deliver::mask_changed as deliver_mask_changed;
+pub use self::frame::{SS_DISABLE, SS_ONSTACK, alternate_stack_flags, sigreturn};
 pub use self::stop::{StopReason, resume_process, stop_point, stop_process};
 use crate::arch::trap::TrapFrame;
 use crate::errno::Errno;
 use crate::proc::Process;
 use crate::proc::lwp::{Lwp, SignalSet, flags};
 
-pub const SIGHUP: u32 = 1;
-pub const SIGINT: u32 = 2;
-pub const SIGQUIT: u32 = 3;
-pub const SIGILL: u32 = 4;
-pub const SIGTRAP: u32 = 5;
-pub const SIGABRT: u32 = 6;
-pub const SIGBUS: u32 = 7;
-pub const SIGFPE: u32 = 8;
-pub const SIGKILL: u32 = 9;
-pub const SIGUSR1: u32 = 10;
-pub const SIGSEGV: u32 = 11;
-pub const SIGUSR2: u32 = 12;
-pub const SIGPIPE: u32 = 13;
-pub const SIGALRM: u32 = 14;
-pub const SIGTERM: u32 = 15;
-pub const SIGSTKFLT: u32 = 16;
-pub const SIGCHLD: u32 = 17;
-pub const SIGCONT: u32 = 18;
-pub const SIGSTOP: u32 = 19;
-pub const SIGTSTP: u32 = 20;
-pub const SIGTTIN: u32 = 21;
-pub const SIGTTOU: u32 = 22;
-pub const SIGURG: u32 = 23;
-pub const SIGXCPU: u32 = 24;
-pub const SIGXFSZ: u32 = 25;
-pub const SIGVTALRM: u32 = 26;
-pub const SIGPROF: u32 = 27;
-pub const SIGWINCH: u32 = 28;
-pub const SIGIO: u32 = 29;
-pub const SIGPWR: u32 = 30;
-pub const SIGSYS: u32 = 31;
-/// The first real-time signal (queued, not merged).
-pub const SIGRTMIN: u32 = 32;
-pub const NSIG: u32 = 64;
+pub use self::numbers::*;
+
+/// Linux's signal numbers, all of them (not each is named in the kernel).
+#[allow(dead_code, reason = "the complete table of Linux signal numbers")]
+mod numbers {
+    pub const SIGHUP: u32 = 1;
+    pub const SIGINT: u32 = 2;
+    pub const SIGQUIT: u32 = 3;
+    pub const SIGILL: u32 = 4;
+    pub const SIGTRAP: u32 = 5;
+    pub const SIGABRT: u32 = 6;
+    pub const SIGBUS: u32 = 7;
+    pub const SIGFPE: u32 = 8;
+    pub const SIGKILL: u32 = 9;
+    pub const SIGUSR1: u32 = 10;
+    pub const SIGSEGV: u32 = 11;
+    pub const SIGUSR2: u32 = 12;
+    pub const SIGPIPE: u32 = 13;
+    pub const SIGALRM: u32 = 14;
+    pub const SIGTERM: u32 = 15;
+    pub const SIGSTKFLT: u32 = 16;
+    pub const SIGCHLD: u32 = 17;
+    pub const SIGCONT: u32 = 18;
+    pub const SIGSTOP: u32 = 19;
+    pub const SIGTSTP: u32 = 20;
+    pub const SIGTTIN: u32 = 21;
+    pub const SIGTTOU: u32 = 22;
+    pub const SIGURG: u32 = 23;
+    pub const SIGXCPU: u32 = 24;
+    pub const SIGXFSZ: u32 = 25;
+    pub const SIGVTALRM: u32 = 26;
+    pub const SIGPROF: u32 = 27;
+    pub const SIGWINCH: u32 = 28;
+    pub const SIGIO: u32 = 29;
+    pub const SIGPWR: u32 = 30;
+    pub const SIGSYS: u32 = 31;
+    /// The first real-time signal (queued, not merged).
+    pub const SIGRTMIN: u32 = 32;
+    pub const NSIG: u32 = 64;
+}
 
 /// The names, index = number (`SIGRTMIN`.. are `RT<n>`).
 const NAMES: [&str; 32] = [
@@ -163,6 +173,9 @@ pub struct SigInfo {
     pub addr: u64,
     /// `sigval` (queued real-time signals).
     pub value: u64,
+    /// For faults: the trap vector and error code (`sigcontext` fields).
+    pub trapno: u64,
+    pub error_code: u64,
 }
 
 /// `sizeof(siginfo_t)`.
@@ -337,8 +350,9 @@ pub struct LwpSignals {
     pub pending: Pending,
     /// The mask to put back after `rt_sigsuspend`/`rt_sigtimedwait`.
     pub saved_mask: Option<SignalSet>,
-    /// A restartable sleep's absolute deadline (`restart_syscall`).
-    pub restart_deadline: Option<(u32, u64)>,
+    /// An interrupted sleep's absolute deadline and `rem` pointer, for
+    /// `restart_syscall`.
+    pub restart: Option<(u64, u64)>,
 }
 
 /// What a parked LWP left for inspectors: its user registers, FPU image
@@ -376,16 +390,52 @@ pub fn representative(process: &Process) -> Option<Arc<Lwp>> {
         .cloned()
 }
 
-/// Sends `info` to `process` (process-directed: `kill`, the control
-/// channel). `ESRCH` if it is exiting or has no user LWP; `EINVAL` for a
-/// bad number.
-pub fn send_to_process(process: &Arc<Process>, info: SigInfo) -> Result<(), Errno> {
-    let _ = (process, info);
-    todo!("filled in with delivery")
+
+/// The signals pending for `lwp`: its own and its process's.
+pub fn pending_of(lwp: &Lwp) -> SignalSet {
+    let signals = lwp.process.signals.lock();
+    let own = lwp.signals.lock().pending.set;
+    SignalSet(own.0 | signals.pending.set.0)
 }
 
-/// Sends `info` to one LWP (`tgkill`, `tkill`, faults).
-pub fn send_to_lwp(lwp: &Arc<Lwp>, info: SigInfo) -> Result<(), Errno> {
-    let _ = (lwp, info);
-    todo!("filled in with delivery")
+/// Takes a pending signal in `wanted` for `lwp` (its own first), whatever
+/// its mask (`rt_sigtimedwait`).
+pub fn take_pending(lwp: &Lwp, wanted: SignalSet) -> Option<SigInfo> {
+    let mut signals = lwp.process.signals.lock();
+    let own = lwp.signals.lock().pending.take(wanted);
+    own.or_else(|| signals.pending.take(wanted))
+}
+
+/// Records the mask `rt_sigsuspend` replaced, put back once a handler's
+/// frame has saved it or no handler ran.
+pub fn set_saved_mask(lwp: &Lwp, mask: SignalSet) {
+    let _signals = lwp.process.signals.lock();
+    lwp.signals.lock().saved_mask = Some(mask);
+}
+
+/// Records where an interrupted sleep should end when `restart_syscall`
+/// continues it: the deadline and the user's `rem` pointer (or 0).
+pub fn set_restart(lwp: &Lwp, deadline: u64, remaining: u64) {
+    let _signals = lwp.process.signals.lock();
+    lwp.signals.lock().restart = Some((deadline, remaining));
+}
+
+pub fn take_restart(lwp: &Lwp) -> Option<(u64, u64)> {
+    let _signals = lwp.process.signals.lock();
+    lwp.signals.lock().restart.take()
+}
+
+/// Writes a core file of a process whose user LWPs are all parked (the
+/// first LWP named, if any, took the fatal signal); returns whether it did.
+pub type CoreWriter = fn(&Arc<Process>, u32, Option<crate::proc::lwp::LwpId>) -> bool;
+
+static CORE_WRITER: spin::Once<CoreWriter> = spin::Once::new();
+
+/// Installs where core files go (the control channel, when it has a port).
+pub fn set_core_writer(writer: CoreWriter) {
+    CORE_WRITER.call_once(|| writer);
+}
+
+fn core_writer() -> Option<CoreWriter> {
+    CORE_WRITER.get().copied()
 }

@@ -69,21 +69,7 @@ pub fn stop_process(
     user_only: bool,
     timeout_ns: u64,
 ) -> Result<Vec<LwpId>, Errno> {
-    if process.has_flag(proc::flags::SYSTEM) {
-        return Err(Errno::EINVAL);
-    }
-    if process.is_exiting() {
-        return Err(Errno::ESRCH);
-    }
-    {
-        let mut state = process.stop.lock();
-        state.reasons |= reason.bit();
-        process.set_stopped_flag(true);
-    }
-    for lwp in process.lwps() {
-        sched::interrupt(&lwp);
-        sched::poke(&lwp);
-    }
+    request(process, reason)?;
     let me = sched::try_current();
     let must_park = |lwp: &Arc<Lwp>| {
         let is_me = me.as_ref().is_some_and(|me| me.serial == lwp.serial);
@@ -110,6 +96,28 @@ pub fn stop_process(
             .wait_timeout(state, (deadline - now).min(10_000_000))
             .0;
     }
+}
+
+/// Sets `reason` and gets every LWP of `process` to notice, without
+/// waiting for them to park. `EINVAL` for a kernel process, `ESRCH` if it
+/// is exiting.
+pub fn request(process: &Arc<Process>, reason: StopReason) -> Result<(), Errno> {
+    if process.has_flag(proc::flags::SYSTEM) {
+        return Err(Errno::EINVAL);
+    }
+    if process.is_exiting() {
+        return Err(Errno::ESRCH);
+    }
+    {
+        let mut state = process.stop.lock();
+        state.reasons |= reason.bit();
+        process.set_stopped_flag(true);
+    }
+    for lwp in process.lwps() {
+        sched::interrupt(&lwp);
+        sched::poke(&lwp);
+    }
+    Ok(())
 }
 
 /// Withdraws `reason`; when no reason is left every parked LWP goes on.

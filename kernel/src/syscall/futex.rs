@@ -66,7 +66,14 @@ fn wait(address: u64, expected: u32, deadline_ns: Option<u64>) -> SysResult {
     let me = sched::current();
     let key = key_for(&me.process, address)?;
     drop(me);
-    let ticket = sched::prepare_sleep(true).map_err(|_| Errno::EINTR)?;
+    // Interrupted, a wait without a timeout starts again after a handler
+    // with `SA_RESTART` (or none); one with a timeout only without one.
+    let interrupted = if deadline_ns.is_none() {
+        Errno::ERESTARTSYS
+    } else {
+        Errno::ERESTARTNOHAND
+    };
+    let ticket = sched::prepare_sleep(true).map_err(|_| interrupted)?;
     let waker = ticket.waker();
     QUEUES
         .lock()
@@ -91,10 +98,7 @@ fn wait(address: u64, expected: u32, deadline_ns: Option<u64>) -> SysResult {
     match reason {
         WakeReason::Notified => Ok(0),
         WakeReason::TimedOut => Err(Errno::ETIMEDOUT),
-        WakeReason::Interrupted => {
-            sched::current().set_interrupt_pending(false);
-            Err(Errno::EINTR)
-        }
+        WakeReason::Interrupted => Err(interrupted),
     }
 }
 

@@ -149,7 +149,7 @@ pub fn poll(fds: u64, count: u64, timeout_ms: i32) -> SysResult {
         } else {
             timeout_ms as u64 * 1_000_000
         };
-        super::time::sleep_interruptibly(nanoseconds).map_err(|(error, _)| error)?;
+        super::time::sleep_interruptibly(nanoseconds)?;
     }
     Ok(ready)
 }
@@ -159,7 +159,7 @@ pub fn ppoll(fds: u64, count: u64, timeout: u64) -> SysResult {
     if ready == 0 && timeout != 0 {
         let nanoseconds = super::time::read_timespec(timeout)?;
         if nanoseconds > 0 {
-            super::time::sleep_interruptibly(nanoseconds).map_err(|(error, _)| error)?;
+            super::time::sleep_interruptibly(nanoseconds)?;
         }
     }
     Ok(ready)

@@ -13,6 +13,7 @@ mod io;
 mod memory;
 pub mod names;
 mod process;
+mod signal;
 mod time;
 
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -55,11 +56,23 @@ pub extern "C" fn dispatch(frame: &mut TrapFrame) {
         ],
     };
     let result = call(number, &args, frame);
+    // A restart code never reaches user mode: the signal layer restarts
+    // the call or turns it into `EINTR` (the value left here).
+    let interrupted = match result {
+        Err(
+            error @ (Errno::ERESTARTSYS | Errno::ERESTARTNOHAND | Errno::ERESTART_RESTARTBLOCK),
+        ) => Some((number, error)),
+        _ => None,
+    };
     frame.rax = match result {
         Ok(value) => value,
+        Err(error) if interrupted.is_some() => {
+            let _ = error;
+            (-(Errno::EINTR.code() as i64)) as u64
+        }
         Err(error) => (-(error.code() as i64)) as u64,
     };
-    crate::uproc::before_return_to_user();
+    crate::signal::on_return_to_user(frame, interrupted);
     interrupts::disable();
 }
 
@@ -74,17 +87,20 @@ fn call(number: u64, args: &Args, frame: &mut TrapFrame) -> SysResult {
         10 => memory::mprotect(a[0], a[1], a[2]),
         11 => memory::munmap(a[0], a[1]),
         12 => memory::brk(a[0]),
-        13 => process::rt_sigaction(a[0], a[1], a[2], a[3]),
-        14 => process::rt_sigprocmask(a[0], a[1], a[2], a[3]),
+        13 => signal::rt_sigaction(a[0], a[1], a[2], a[3]),
+        14 => signal::rt_sigprocmask(a[0], a[1], a[2], a[3]),
+        15 => signal::rt_sigreturn(frame),
         16 => io::ioctl(a[0], a[1], a[2]),
         19 => io::readv(a[0], a[1], a[2]),
         20 => io::writev(a[0], a[1], a[2]),
         24 => process::sched_yield(),
         28 => memory::madvise(a[0], a[1], a[2]),
+        34 => signal::pause(),
         35 => time::nanosleep(a[0], a[1]),
         39 => process::getpid(),
         56 => process::clone(a[0], a[1], a[2], a[3], a[4], frame),
         60 => process::exit(a[0]),
+        62 => signal::kill(a[0], a[1]),
         63 => process::uname(a[0]),
         72 => io::fcntl(a[0], a[1], a[2]),
         79 => io::getcwd(a[0], a[1]),
@@ -92,16 +108,23 @@ fn call(number: u64, args: &Args, frame: &mut TrapFrame) -> SysResult {
         97 => process::getrlimit(a[0], a[1]),
         102 | 104 | 107 | 108 => Ok(0), // getuid, getgid, geteuid, getegid
         110 => Ok(0),                   // getppid: no parent process
-        131 => process::sigaltstack(a[0], a[1]),
+        127 => signal::rt_sigpending(a[0], a[1]),
+        128 => signal::rt_sigtimedwait(a[0], a[1], a[2], a[3]),
+        130 => signal::rt_sigsuspend(a[0], a[1]),
+        131 => signal::sigaltstack(a[0], a[1], frame),
         158 => process::arch_prctl(a[0], a[1]),
         186 => process::gettid(),
+        160 => process::setrlimit(a[0], a[1]),
+        200 => signal::tkill(a[0], a[1]),
         202 => futex::sys_futex(a[0], a[1], a[2], a[3], a[4], a[5]),
         204 => process::sched_getaffinity(a[0], a[1], a[2]),
         218 => process::set_tid_address(a[0]),
+        219 => signal::restart_syscall(),
         228 => time::clock_gettime(a[0], a[1]),
         229 => time::clock_getres(a[0], a[1]),
         230 => time::clock_nanosleep(a[0], a[1], a[2], a[3]),
         231 => process::exit_group(a[0]),
+        234 => signal::tgkill(a[0], a[1], a[2]),
         271 => io::ppoll(a[0], a[1], a[2]),
         273 => process::set_robust_list(a[0], a[1]),
         302 => process::prlimit64(a[0], a[1], a[2], a[3]),

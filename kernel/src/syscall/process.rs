@@ -1,8 +1,7 @@
 //! Process and thread system calls: `exit`, `exit_group`, `clone` (threads),
 //! `set_tid_address`, `set_robust_list`, ids, `arch_prctl`, `uname`,
-//! resource limits, affinity, and the signal-state calls Rust's and musl's
-//! start-up make (`rt_sigaction`, `rt_sigprocmask`, `sigaltstack`: state is
-//! recorded; delivery arrives with the signals issue).
+//! resource limits (`RLIMIT_CORE` may be changed; the others are fixed),
+//! affinity. The signal calls are in `signal`.
 
 use alloc::sync::Arc;
 use core::sync::atomic::Ordering;
@@ -11,7 +10,6 @@ use super::SysResult;
 use crate::arch::trap::TrapFrame;
 use crate::errno::Errno;
 use crate::mm::usercopy::{copy_from_user, copy_to_user, write_u32};
-use crate::proc::lwp::SignalSet;
 use crate::{sched, uproc};
 
 pub fn exit(code: u64) -> SysResult {
@@ -158,11 +156,16 @@ pub fn uname(address: u64) -> SysResult {
 }
 
 const RLIMIT_STACK: u64 = 3;
+const RLIMIT_CORE: u64 = 4;
 const RLIMIT_NOFILE: u64 = 7;
 const RLIM_INFINITY: u64 = u64::MAX;
 
 fn limit_of(resource: u64) -> Result<(u64, u64), Errno> {
     match resource {
+        RLIMIT_CORE => {
+            let limit = sched::current().process.core_limit();
+            Ok((limit, RLIM_INFINITY))
+        }
         RLIMIT_STACK => Ok((
             crate::uproc::exec::STACK_SIZE,
             crate::uproc::exec::STACK_SIZE,
@@ -191,15 +194,35 @@ pub fn prlimit64(pid: u64, resource: u64, new_limit: u64, old_limit: u64) -> Sys
         return Err(Errno::ESRCH);
     }
     let limit = limit_of(resource)?;
-    if new_limit != 0 {
-        let mut bytes = [0u8; 16];
-        copy_from_user(&mut bytes, new_limit)?;
-        // Limits are fixed here; raising or lowering them is not allowed.
-        return Err(Errno::EPERM);
-    }
     if old_limit != 0 {
         write_limit(old_limit, limit)?;
     }
+    if new_limit != 0 {
+        set_limit(resource, new_limit)?;
+    }
+    Ok(0)
+}
+
+/// Applies a `struct rlimit` from user memory: only `RLIMIT_CORE` may
+/// change (the others are fixed here: `EPERM`).
+fn set_limit(resource: u64, address: u64) -> Result<(), Errno> {
+    let mut bytes = [0u8; 16];
+    copy_from_user(&mut bytes, address)?;
+    let current = u64::from_le_bytes(bytes[..8].try_into().expect("eight bytes"));
+    let maximum = u64::from_le_bytes(bytes[8..].try_into().expect("eight bytes"));
+    if current > maximum {
+        return Err(Errno::EINVAL);
+    }
+    if resource != RLIMIT_CORE {
+        return Err(Errno::EPERM);
+    }
+    sched::current().process.set_core_limit(current);
+    Ok(())
+}
+
+pub fn setrlimit(resource: u64, address: u64) -> SysResult {
+    limit_of(resource)?;
+    set_limit(resource, address)?;
     Ok(0)
 }
 
@@ -224,101 +247,6 @@ pub fn getcpu(cpu: u64, node: u64) -> SysResult {
     }
     if node != 0 {
         write_u32(node, 0)?;
-    }
-    Ok(0)
-}
-
-const SIGKILL: u64 = 9;
-const SIGSTOP: u64 = 19;
-/// `struct sigaction` on x86_64: handler, flags, restorer, mask.
-const SIGACTION_SIZE: usize = 32;
-
-pub fn rt_sigaction(signal: u64, action: u64, old_action: u64, set_size: u64) -> SysResult {
-    if set_size != 8 || !(1..=64).contains(&signal) {
-        return Err(Errno::EINVAL);
-    }
-    let process = Arc::clone(&sched::current().process);
-    if old_action != 0 {
-        let old = process.signals.lock().actions[(signal - 1) as usize].to_bytes();
-        copy_to_user(old_action, &old)?;
-    }
-    if action != 0 {
-        if signal == SIGKILL || signal == SIGSTOP {
-            return Err(Errno::EINVAL);
-        }
-        let mut new = [0u8; SIGACTION_SIZE];
-        copy_from_user(&mut new, action)?;
-        process.signals.lock().actions[(signal - 1) as usize] =
-            crate::signal::SigAction::from_bytes(&new);
-    }
-    Ok(0)
-}
-
-const SIG_BLOCK: u64 = 0;
-const SIG_UNBLOCK: u64 = 1;
-const SIG_SETMASK: u64 = 2;
-
-pub fn rt_sigprocmask(how: u64, set: u64, old_set: u64, set_size: u64) -> SysResult {
-    if set_size != 8 {
-        return Err(Errno::EINVAL);
-    }
-    let me = sched::current();
-    let current = me.hold_mask();
-    if set != 0 {
-        let mut bytes = [0u8; 8];
-        copy_from_user(&mut bytes, set)?;
-        // SIGKILL and SIGSTOP can never be held.
-        let requested = u64::from_le_bytes(bytes) & !((1 << (SIGKILL - 1)) | (1 << (SIGSTOP - 1)));
-        let new = match how {
-            SIG_BLOCK => current.0 | requested,
-            SIG_UNBLOCK => current.0 & !requested,
-            SIG_SETMASK => requested,
-            _ => return Err(Errno::EINVAL),
-        };
-        if old_set != 0 {
-            copy_to_user(old_set, &current.0.to_le_bytes())?;
-        }
-        me.set_hold_mask(SignalSet(new));
-        return Ok(0);
-    }
-    if old_set != 0 {
-        copy_to_user(old_set, &current.0.to_le_bytes())?;
-    }
-    Ok(0)
-}
-
-const SS_DISABLE: u32 = 2;
-
-/// Records the alternate signal stack (used once signals are delivered).
-pub fn sigaltstack(new: u64, old: u64) -> SysResult {
-    let me = sched::current();
-    if old != 0 {
-        let current = me.alternate_stack();
-        let mut bytes = [0u8; 24];
-        bytes[..8].copy_from_slice(&current.0.to_le_bytes());
-        let flags = if current.2 == 0 { SS_DISABLE } else { 0 };
-        bytes[8..12].copy_from_slice(&flags.to_le_bytes());
-        bytes[16..].copy_from_slice(&current.2.to_le_bytes());
-        copy_to_user(old, &bytes)?;
-    }
-    if new != 0 {
-        let mut bytes = [0u8; 24];
-        copy_from_user(&mut bytes, new)?;
-        let base = u64::from_le_bytes(bytes[..8].try_into().expect("eight bytes"));
-        let flags = u32::from_le_bytes(bytes[8..12].try_into().expect("four bytes"));
-        let size = u64::from_le_bytes(bytes[16..].try_into().expect("eight bytes"));
-        if flags & !SS_DISABLE != 0 {
-            return Err(Errno::EINVAL);
-        }
-        if flags & SS_DISABLE != 0 {
-            me.set_alternate_stack((0, 0, 0));
-        } else {
-            const MINSIGSTKSZ: u64 = 2048;
-            if size < MINSIGSTKSZ {
-                return Err(Errno::ENOMEM);
-            }
-            me.set_alternate_stack((base, 0, size));
-        }
     }
     Ok(0)
 }

@@ -89,9 +89,9 @@ pub fn gettimeofday(timeval: u64, _timezone: u64) -> SysResult {
 static NEVER: Mutex<()> = Mutex::new(());
 static NEVER_NOTIFIED: Condvar = Condvar::new();
 
-/// Sleeps `nanoseconds` unless interrupted (`EINTR`, with the time left).
-pub fn sleep_interruptibly(nanoseconds: u64) -> Result<(), (Errno, u64)> {
-    let deadline = time::now_ns().saturating_add(nanoseconds);
+/// Sleeps until the monotonic `deadline` unless interrupted (then the time
+/// left).
+fn sleep_until(deadline: u64) -> Result<(), u64> {
     loop {
         let now = time::now_ns();
         if now >= deadline {
@@ -100,42 +100,48 @@ pub fn sleep_interruptibly(nanoseconds: u64) -> Result<(), (Errno, u64)> {
         let guard = NEVER.lock();
         let (_guard, why) = NEVER_NOTIFIED.wait_timeout_interruptible(guard, deadline - now);
         if why == WakeReason::Interrupted {
-            crate::sched::current().set_interrupt_pending(false);
-            return Err((Errno::EINTR, deadline.saturating_sub(time::now_ns())));
+            return Err(deadline.saturating_sub(time::now_ns()));
+        }
+    }
+}
+
+/// Sleeps `nanoseconds` unless interrupted: `ERESTARTNOHAND` then (the
+/// call starts again unless a handler ran, which makes it `EINTR`).
+pub fn sleep_interruptibly(nanoseconds: u64) -> Result<(), Errno> {
+    sleep_until(time::now_ns().saturating_add(nanoseconds)).map_err(|_| Errno::ERESTARTNOHAND)
+}
+
+/// A relative sleep to `deadline` (`nanosleep`, `restart_syscall`):
+/// interrupted, it writes the time left to `remaining` (if not 0) and
+/// ends with `ERESTART_RESTARTBLOCK`, so it continues to the same deadline
+/// unless a handler ran (then `EINTR`).
+pub fn sleep_to_deadline(deadline: u64, remaining: u64) -> SysResult {
+    match sleep_until(deadline) {
+        Ok(()) => Ok(0),
+        Err(left) => {
+            if remaining != 0 {
+                write_timespec(remaining, left)?;
+            }
+            crate::signal::set_restart(&crate::sched::current(), deadline, remaining);
+            Err(Errno::ERESTART_RESTARTBLOCK)
         }
     }
 }
 
 pub fn nanosleep(request: u64, remaining: u64) -> SysResult {
     let nanoseconds = read_timespec(request)?;
-    match sleep_interruptibly(nanoseconds) {
-        Ok(()) => Ok(0),
-        Err((error, left)) => {
-            if remaining != 0 {
-                let _ = write_timespec(remaining, left);
-            }
-            Err(error)
-        }
-    }
+    sleep_to_deadline(time::now_ns().saturating_add(nanoseconds), remaining)
 }
 
 pub fn clock_nanosleep(clock: u64, flags: u64, request: u64, remaining: u64) -> SysResult {
     let now = clock_now(clock)?;
     let value = read_timespec(request)?;
-    let nanoseconds = if flags & TIMER_ABSTIME != 0 {
-        value.saturating_sub(now)
-    } else {
-        value
-    };
-    match sleep_interruptibly(nanoseconds) {
-        Ok(()) => Ok(0),
-        Err((error, left)) => {
-            if remaining != 0 && flags & TIMER_ABSTIME == 0 {
-                let _ = write_timespec(remaining, left);
-            }
-            Err(error)
-        }
+    if flags & TIMER_ABSTIME != 0 {
+        // An absolute sleep simply starts again with the same arguments.
+        sleep_interruptibly(value.saturating_sub(now))?;
+        return Ok(0);
     }
+    sleep_to_deadline(time::now_ns().saturating_add(value), remaining)
 }
 
 /// Fills the buffer from the kernel's generator (not cryptographic: a

@@ -5,10 +5,11 @@
 //! map), the supervisor kernel thread that starts the process, waits for
 //! its end, tears it down, reports and powers off or starts it again
 //! (`respawn=N`), and the exit rules:
-//! - `exit_group`, a fatal user fault, or the exit of the last user LWP
-//!   decides the process's termination (first decision stands), marks it
-//!   exiting and interrupts every LWP; each LWP notices on its way back to
-//!   user mode or when its sleep is interrupted, and exits.
+//! - `exit_group`, a fatal signal (`crate::signal`), or the exit of the
+//!   last user LWP decides the process's termination (first decision
+//!   stands), marks it exiting and interrupts every LWP; each LWP notices
+//!   on its way back to user mode or when its sleep is interrupted, and
+//!   exits. A user fault becomes a signal for the faulting LWP.
 //! - Kernel-only LWPs in the process (illumos `TP_KTHREAD`) never keep it
 //!   alive: they notice the exit by themselves. `test.kworkers=N` places N
 //!   of them in the process, sleeping interruptibly, so the rule is tested.
@@ -29,8 +30,6 @@ use alloc::vec::Vec;
 use core::ops::Range;
 use core::sync::atomic::Ordering;
 
-use x86_64::instructions::interrupts;
-
 use crate::arch::syscall::{SYSCALL_MARKER, USER_CODE_SELECTOR, USER_DATA_SELECTOR, USER_RFLAGS};
 use crate::arch::trap::TrapFrame;
 use crate::compat::illumos;
@@ -45,15 +44,6 @@ use crate::{cmdline, mm, power, println, sched};
 
 /// Kernel stack of each user LWP: 32 KiB.
 const USER_LWP_STACK_PAGES: usize = 8;
-
-/// Linux signal numbers used for faults.
-pub mod signal {
-    pub const SIGILL: i32 = 4;
-    pub const SIGTRAP: i32 = 5;
-    pub const SIGBUS: i32 = 7;
-    pub const SIGFPE: i32 = 8;
-    pub const SIGSEGV: i32 = 11;
-}
 
 /// The image and how to run it, from the boot module and command line.
 struct Launch {
@@ -171,8 +161,13 @@ fn report(name: &str, pid: u32, wait_status: i32) {
             (wait_status >> 8) & 0xff
         );
     } else {
+        let core = if wait_status & 0x80 != 0 {
+            " (core dumped)"
+        } else {
+            ""
+        };
         println!(
-            "spindle: process {name} (pid {pid}) killed by signal {}",
+            "spindle: process {name} (pid {pid}) killed by signal {}{core}",
             wait_status & 0x7f
         );
     }
@@ -340,6 +335,7 @@ fn teardown(process: &Arc<Process>) {
 pub fn begin_process_exit(process: &Arc<Process>, wait_status: i32) {
     process.decide_termination(wait_status);
     process.begin_exit();
+    crate::signal::stop::release_for_exit(process);
     for lwp in process.lwps() {
         sched::interrupt(&lwp);
         sched::poke(&lwp);
@@ -369,18 +365,6 @@ pub fn exit_group(code: i32) -> ! {
     exit_lwp(code)
 }
 
-/// On every way back to user mode: an exiting process's LWP exits here.
-pub fn before_return_to_user() {
-    let Some(me) = sched::try_current() else {
-        return;
-    };
-    if me.has_flag(flags::USER) && me.process.is_exiting() {
-        drop(me);
-        interrupts::enable();
-        exit_lwp(0);
-    }
-}
-
 /// A page fault on user memory: resolved if the current process's layout
 /// allows the access. Runs in the fault handler; the faulting context had
 /// interrupts on, so they may be turned on while the layout is consulted.
@@ -395,48 +379,42 @@ pub fn resolve_user_fault(address: u64, access: Access) -> bool {
         return false;
     };
     drop(me);
-    interrupts::enable();
+    x86_64::instructions::interrupts::enable();
     let resolved = vm.resolve_fault(address, access);
-    interrupts::disable();
+    x86_64::instructions::interrupts::disable();
     resolved
 }
 
-/// A fault in user mode that no mapping resolves: reported, and the
-/// process is killed with the matching signal (signal delivery arrives with
-/// the signals issue).
-pub fn user_fault(vector: u8, name: &str, rip: u64, address: u64) {
+/// A fault in user mode that no mapping resolves: the faulting LWP gets
+/// the matching signal (Linux's `si_code` and address), taken on its way
+/// back to user mode; unhandled, it ends the process.
+pub fn user_fault(frame: &TrapFrame, name: &str, address: u64) {
+    use crate::signal::{SIGBUS, SIGFPE, SIGILL, SIGSEGV, SIGTRAP, SigInfo, code};
     let Some(me) = sched::try_current() else {
         return;
     };
-    let signal = match vector {
-        0 | 16 | 19 => signal::SIGFPE,
-        1 | 3 => signal::SIGTRAP,
-        6 => signal::SIGILL,
-        17 => signal::SIGBUS,
-        _ => signal::SIGSEGV,
+    let (signal, si_code, si_addr) = match frame.vector {
+        0 => (SIGFPE, code::FPE_INTDIV, frame.rip),
+        16 | 19 => (SIGFPE, code::FPE_FLTINV, frame.rip),
+        1 | 3 => (SIGTRAP, code::SI_KERNEL, 0),
+        6 => (SIGILL, code::ILL_ILLOPN, frame.rip),
+        17 => (SIGBUS, code::BUS_ADRALN, address),
+        // Present page: a protection violation.
+        14 if frame.error_code & 1 != 0 => (SIGSEGV, code::SEGV_ACCERR, address),
+        14 => (SIGSEGV, code::SEGV_MAPERR, address),
+        _ => (SIGSEGV, code::SI_KERNEL, 0),
     };
-    println!(
-        "spindle: process {} (pid {}) thread {}: {name} at rip {rip:#x}, address {address:#x}: killed by signal {signal}",
+    log::debug!(
+        "process {} (pid {}) thread {}: {name} at rip {:#x}, address {address:#x}: signal {signal}",
         me.process.name(),
         me.process.pid,
-        tid_of(&me)
+        tid_of(&me),
+        frame.rip
     );
-    let process = Arc::clone(&me.process);
     drop(me);
-    interrupts::enable();
-    if let Some(vm) = process.vm.lock().clone() {
-        let layout = vm.layout.lock();
-        for (start, region) in layout.regions.iter() {
-            log::debug!(
-                "  region {start:#x}..{:#x} prot {} {:?}",
-                region.end,
-                region.prot,
-                region.kind
-            );
-        }
-        log::debug!("  break {:#x} (from {:#x})", layout.brk, layout.brk_start);
-    }
-    begin_process_exit(&process, signal);
-    drop(process);
-    exit_lwp(0);
+    crate::signal::force_fault(SigInfo {
+        trapno: frame.vector,
+        error_code: frame.error_code,
+        ..SigInfo::fault(signal, si_code, si_addr)
+    });
 }
