@@ -74,6 +74,8 @@ const MODULES: &[&[KTest]] = &[
     crate::compat::freebsd::ktests::KTESTS,
     crate::compat::freebsd4::ktests::KTESTS,
     crate::compat::illumos::ktests::KTESTS,
+    // Signals and process stops.
+    crate::signal::tests::ktests::KTESTS,
 ];
 
 static RUNNING: IrqSpinLock<Option<&'static str>> = IrqSpinLock::new(None);

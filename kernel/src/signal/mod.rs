@@ -34,6 +34,7 @@
 mod deliver;
 mod frame;
 pub mod stop;
+pub(crate) mod tests;
 
 use alloc::boxed::Box;
 use alloc::collections::VecDeque;

@@ -52,6 +52,7 @@ struct Launch {
     envp: Vec<String>,
     respawn: u64,
     kernel_workers: usize,
+    busy_kernel_workers: usize,
 }
 
 fn launch_from_command_line(image: Range<u64>) -> Launch {
@@ -77,12 +78,18 @@ fn launch_from_command_line(image: Range<u64>) -> Launch {
         .and_then(|n| n.parse().ok())
         .unwrap_or(0)
         .min(64);
+    let busy_kernel_workers = cmdline::get()
+        .value("test.kbusy")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+        .min(64);
     Launch {
         image,
         argv,
         envp,
         respawn,
         kernel_workers,
+        busy_kernel_workers,
     }
 }
 
@@ -220,7 +227,10 @@ fn spawn(launch: &Launch) -> Result<Arc<Process>, String> {
         return fail(&process, &vm, format!("no first thread: {error}"));
     }
     for index in 0..launch.kernel_workers {
-        place_kernel_worker(&process, index);
+        place_kernel_worker(&process, WorkerKind::Sleeping, index);
+    }
+    for index in 0..launch.busy_kernel_workers {
+        place_kernel_worker(&process, WorkerKind::Working, index);
     }
     Ok(process)
 }
@@ -282,21 +292,48 @@ pub fn tid_of(lwp: &Lwp) -> i32 {
 static WORKER_GATE: Mutex<()> = Mutex::new(());
 static WORKER_WAKE: Condvar = Condvar::new();
 
-/// A kernel-only LWP placed in the process (`test.kworkers`): sleeps
-/// interruptibly and exits by itself when the process exits.
-fn kernel_worker(_: ()) {
+/// What a test-placed kernel-only LWP does.
+#[derive(Clone, Copy)]
+enum WorkerKind {
+    /// Sleeps interruptibly until the process exits (`test.kworkers`).
+    Sleeping,
+    /// Works ~2 ms, naps 5 ms, again and again (`test.kbusy`).
+    Working,
+}
+
+/// Ticks of spinning per round of a working LWP.
+const WORK_ROUND_NS: u64 = 2_000_000;
+const NAP_NS: u64 = 5_000_000;
+
+/// A kernel-only LWP placed in the process by a test argument: it never
+/// enters user mode, sleeps only interruptibly (so it parks when the
+/// process is stopped) and exits by itself when the process exits.
+fn kernel_worker(kind: WorkerKind) {
     let me = sched::current();
     let mut gate = WORKER_GATE.lock();
     while !me.process.is_exiting() {
-        gate = WORKER_WAKE.wait_interruptible(gate).0;
+        match kind {
+            WorkerKind::Sleeping => {
+                gate = WORKER_WAKE.wait_interruptible(gate).0;
+            }
+            WorkerKind::Working => {
+                drop(gate);
+                let until = crate::time::now_ns() + WORK_ROUND_NS;
+                while crate::time::now_ns() < until && !me.process.is_exiting() {
+                    core::hint::spin_loop();
+                }
+                gate = WORKER_GATE.lock();
+                gate = WORKER_WAKE.wait_timeout_interruptible(gate, NAP_NS).0;
+            }
+        }
         me.set_interrupt_pending(false);
     }
 }
 
-fn place_kernel_worker(process: &Arc<Process>, index: usize) {
+fn place_kernel_worker(process: &Arc<Process>, kind: WorkerKind, index: usize) {
     let created = illumos::lwp_create(
         kernel_worker,
-        (),
+        kind,
         0,
         process,
         illumos::TS_STOPPED,
@@ -305,15 +342,19 @@ fn place_kernel_worker(process: &Arc<Process>, index: usize) {
         illumos::ClassId::Sys,
         0,
     );
+    let name = match kind {
+        WorkerKind::Sleeping => format!("kworker-{index}"),
+        WorkerKind::Working => format!("kbusy-{index}"),
+    };
     match created {
         Some(worker) => {
             illumos::lwp_set_kthread(&worker);
-            illumos::lwp_set_name(&worker, &format!("kworker-{index}"));
+            illumos::lwp_set_name(&worker, &name);
             if let Err(error) = illumos::lwp_create_done(&worker) {
-                log::warn!("kernel worker {index} did not start: {error}");
+                log::warn!("kernel worker {name} did not start: {error}");
             }
         }
-        None => log::warn!("kernel worker {index} refused by {:?}", process),
+        None => log::warn!("kernel worker {name} refused by {:?}", process),
     }
 }
 
