@@ -79,10 +79,10 @@ fn on_arrival(process: &Arc<Process>, signal: u32) {
     }
 }
 
-/// A user LWP that does not hold `signal`: the caller if it qualifies,
-/// else one that is running, else any.
+/// A user LWP that does not hold `signal`, chosen as Linux's
+/// `complete_signal` does: the process's first LWP (the one whose thread id
+/// is the pid) if it is willing, else one that is running, else any.
 fn choose_target(process: &Process, signal: u32) -> Option<Arc<Lwp>> {
-    let me = sched::try_current();
     let willing: alloc::vec::Vec<Arc<Lwp>> = process
         .lwps()
         .into_iter()
@@ -91,7 +91,7 @@ fn choose_target(process: &Process, signal: u32) -> Option<Arc<Lwp>> {
     let running = |lwp: &&Arc<Lwp>| matches!(lwp.state(), LwpState::OnCpu | LwpState::Runnable);
     willing
         .iter()
-        .find(|lwp| me.as_ref().is_some_and(|me| me.serial == lwp.serial))
+        .find(|lwp| lwp.id == 1)
         .or_else(|| willing.iter().find(running))
         .or_else(|| willing.first())
         .cloned()
