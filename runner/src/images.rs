@@ -85,6 +85,16 @@ pub const IMAGES: &[ImageInfo] = &[
         about: "system-call, futex and thread benchmarks (BENCH lines)",
     },
     ImageInfo {
+        name: "signals",
+        kind: ImageKind::Rust,
+        about: "signal semantics one by one; `fault KIND`, `raise SIG` for default actions",
+    },
+    ImageInfo {
+        name: "target",
+        kind: ImageKind::Rust,
+        about: "threads spinning, pausing and sleeping, a signal flood on SIGUSR2 (ctl tests)",
+    },
+    ImageInfo {
         name: "chello",
         kind: ImageKind::C,
         about: "C with musl-gcc -static: printf, argv, one pthread",
@@ -144,6 +154,8 @@ pub fn build_images() -> Result<Vec<(&'static str, PathBuf)>> {
     ] {
         cmd.env_remove(var);
     }
+    // Frame pointers in every image, so `pstack` and gdb walk their stacks.
+    cmd.env("RUSTFLAGS", "-C force-frame-pointers=yes");
     let status = cmd
         .status()
         .context("cannot run cargo to build the images")?;

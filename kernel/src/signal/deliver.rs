@@ -34,7 +34,7 @@ const STOP_SIGNALS: SignalSet = SignalSet(
 );
 
 /// Whether a signal with `action` would be thrown away on arrival.
-fn is_ignored(action: &SigAction, signal: u32) -> bool {
+pub fn is_ignored(action: &SigAction, signal: u32) -> bool {
     if UNBLOCKABLE.contains(signal) {
         return false;
     }

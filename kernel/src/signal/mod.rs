@@ -40,7 +40,7 @@ use alloc::boxed::Box;
 use alloc::collections::VecDeque;
 use alloc::sync::Arc;
 
-pub use self::deliver::{force_fault, on_return_to_user, send_to_lwp, send_to_process};
+pub use self::deliver::{force_fault, is_ignored, on_return_to_user, send_to_lwp, send_to_process};
 pub use self::deliver::mask_changed as deliver_mask_changed;
 pub use self::frame::{SS_DISABLE, SS_ONSTACK, alternate_stack_flags, sigreturn};
 pub use self::stop::{StopReason, resume_process, stop_point, stop_process};
@@ -323,7 +323,7 @@ impl Pending {
     }
 
     /// Drops every pending instance of the signals in `set`.
-    fn discard(&mut self, set: SignalSet) {
+    pub fn discard(&mut self, set: SignalSet) {
         self.queue.retain(|info| !set.contains(info.signo));
         self.set.0 &= !set.0;
     }

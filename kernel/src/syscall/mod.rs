@@ -112,6 +112,7 @@ fn call(number: u64, args: &Args, frame: &mut TrapFrame) -> SysResult {
         128 => signal::rt_sigtimedwait(a[0], a[1], a[2], a[3]),
         130 => signal::rt_sigsuspend(a[0], a[1]),
         131 => signal::sigaltstack(a[0], a[1], frame),
+        157 => process::prctl(a[0], a[1]),
         158 => process::arch_prctl(a[0], a[1]),
         186 => process::gettid(),
         160 => process::setrlimit(a[0], a[1]),

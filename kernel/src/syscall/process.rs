@@ -113,6 +113,41 @@ pub fn set_robust_list(_head: u64, length: u64) -> SysResult {
     }
 }
 
+const PR_SET_NAME: u64 = 15;
+const PR_GET_NAME: u64 = 16;
+/// `TASK_COMM_LEN`: names are at most 15 bytes and a NUL.
+const NAME_LENGTH: usize = 16;
+
+/// `prctl`: the thread's name (`PR_SET_NAME`, `PR_GET_NAME`), which the
+/// control channel shows; other options are `EINVAL`.
+pub fn prctl(option: u64, argument: u64) -> SysResult {
+    let me = sched::current();
+    match option {
+        PR_SET_NAME => {
+            let mut name = alloc::vec::Vec::with_capacity(NAME_LENGTH);
+            for offset in 0..NAME_LENGTH as u64 - 1 {
+                let mut byte = [0u8; 1];
+                copy_from_user(&mut byte, argument.wrapping_add(offset))?;
+                if byte[0] == 0 {
+                    break;
+                }
+                name.push(byte[0]);
+            }
+            me.set_name(&alloc::string::String::from_utf8_lossy(&name));
+            Ok(0)
+        }
+        PR_GET_NAME => {
+            let mut bytes = [0u8; NAME_LENGTH];
+            let name = me.name();
+            let length = name.len().min(NAME_LENGTH - 1);
+            bytes[..length].copy_from_slice(&name.as_bytes()[..length]);
+            copy_to_user(argument, &bytes)?;
+            Ok(0)
+        }
+        _ => Err(Errno::EINVAL),
+    }
+}
+
 const ARCH_SET_GS: u64 = 0x1001;
 const ARCH_SET_FS: u64 = 0x1002;
 const ARCH_GET_FS: u64 = 0x1003;

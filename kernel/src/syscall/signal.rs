@@ -64,6 +64,15 @@ pub fn rt_sigaction(signal: u64, action: u64, old_action: u64, set_size: u64) ->
         let old = *slot;
         if let Some(new) = new {
             *slot = new;
+            // A signal now ignored is dropped wherever it is pending, held
+            // or not (POSIX).
+            if signal::is_ignored(&new, signal) {
+                let dropped = SignalSet(signal::bit(signal));
+                signals.pending.discard(dropped);
+                for lwp in process.lwps() {
+                    lwp.signals.lock().pending.discard(dropped);
+                }
+            }
         }
         old
     };

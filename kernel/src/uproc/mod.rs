@@ -426,6 +426,27 @@ pub fn resolve_user_fault(address: u64, access: Access) -> bool {
     resolved
 }
 
+/// Whether a region of `process`'s address space covers `address`.
+fn is_mapped(process: &Process, address: u64) -> bool {
+    let Some(vm) = process.vm.lock().clone() else {
+        return false;
+    };
+    let enabled = x86_64::instructions::interrupts::are_enabled();
+    x86_64::instructions::interrupts::enable();
+    let mapped = {
+        let layout = vm.layout.lock();
+        layout
+            .regions
+            .range(..=address)
+            .next_back()
+            .is_some_and(|(_, region)| address < region.end)
+    };
+    if !enabled {
+        x86_64::instructions::interrupts::disable();
+    }
+    mapped
+}
+
 /// A fault in user mode that no mapping resolves: the faulting LWP gets
 /// the matching signal (Linux's `si_code` and address), taken on its way
 /// back to user mode; unhandled, it ends the process.
@@ -440,8 +461,9 @@ pub fn user_fault(frame: &TrapFrame, name: &str, address: u64) {
         1 | 3 => (SIGTRAP, code::SI_KERNEL, 0),
         6 => (SIGILL, code::ILL_ILLOPN, frame.rip),
         17 => (SIGBUS, code::BUS_ADRALN, address),
-        // Present page: a protection violation.
-        14 if frame.error_code & 1 != 0 => (SIGSEGV, code::SEGV_ACCERR, address),
+        // A mapped region that does not allow the access: a protection
+        // violation; no region there: nothing mapped.
+        14 if is_mapped(&me.process, address) => (SIGSEGV, code::SEGV_ACCERR, address),
         14 => (SIGSEGV, code::SEGV_MAPERR, address),
         _ => (SIGSEGV, code::SI_KERNEL, 0),
     };
