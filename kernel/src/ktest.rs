@@ -76,6 +76,13 @@ const MODULES: &[&[KTest]] = &[
     crate::compat::illumos::ktests::KTESTS,
     // Signals and process stops.
     crate::signal::tests::ktests::KTESTS,
+    // The control channel and what it reads (exec's auxiliary vector).
+    crate::uproc::exec::ktests::KTESTS,
+    crate::ctl::json::ktests::KTESTS,
+    crate::ctl::stack::ktests::KTESTS,
+    crate::ctl::core::ktests::KTESTS,
+    crate::ctl::commands::ktests::KTESTS,
+    crate::ctl::ktests::KTESTS,
 ];
 
 static RUNNING: IrqSpinLock<Option<&'static str>> = IrqSpinLock::new(None);

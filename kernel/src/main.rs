@@ -26,6 +26,7 @@ mod cmdline;
 mod compat;
 mod console;
 mod cpu;
+mod ctl;
 mod errno;
 mod kbench;
 mod ktest;
@@ -35,9 +36,9 @@ mod panic;
 mod platform;
 mod power;
 mod proc;
-mod signal;
 mod pvh;
 mod sched;
+mod signal;
 mod sync;
 mod syscall;
 mod time;
@@ -209,6 +210,7 @@ extern "C" fn kmain_on_kernel_stack() -> ! {
     // Every other CPU enters the scheduler as its idle LWP.
     arch::smp::start_application_processors(sched::enter_application_processor);
     compat::sysinit::run_all();
+    ctl::start();
 
     log::info!(target: "spindle", "ready (boot took {} us)", time::now_ns() / 1_000);
 

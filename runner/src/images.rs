@@ -264,7 +264,9 @@ pub fn resolve_image(spec: &str) -> Result<ResolvedImage> {
         bail!("--image needs an image name ({}) or a path", image_names());
     }
     let as_path = Path::new(spec);
-    if !spec.contains('/') && !as_path.exists() {
+    // A bare word is an image name when one has it (a file of that name in
+    // the current directory is then `./name`), else a path.
+    if !spec.contains('/') && (find_image(spec).is_some() || !as_path.exists()) {
         let Some(image) = find_image(spec) else {
             bail!(
                 "no image named {spec:?}: the images are {} (or give a path to a static x86_64 Linux ELF)",

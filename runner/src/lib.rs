@@ -5,13 +5,15 @@
 //! ([`kbuild`]), describing a QEMU boot ([`qemu`]), running a guest and
 //! capturing its serial log ([`guest`]), reading in-kernel test results
 //! ([`ktest`]), the firmware-floor kernel ([`floor`]), the boot benchmark
-//! ([`bench`]), the gdb session ([`gdb`]) and the guest programs in
-//! `images/` with the process they become ([`images`]).
+//! ([`bench`]), the gdb session ([`gdb`]), the guest programs in
+//! `images/` with the process they become ([`images`]) and the control
+//! channel to a running guest ([`ctl`]).
 
 pub mod accel;
 pub mod bench;
 pub mod bench_sched;
 pub mod bench_syscalls;
+pub mod ctl;
 pub mod floor;
 pub mod gdb;
 pub mod guest;

@@ -3,12 +3,15 @@
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use spindle_runner::accel::{AccelChoice, decide_for_host};
+use spindle_runner::ctl::broker::{CoreSink, Notify, RunBroker};
+use spindle_runner::ctl::registry;
 use spindle_runner::guest::{self, GuardedChild};
 use spindle_runner::kbuild::{Profile, build_kernel};
 use spindle_runner::qemu::Serial;
 use spindle_runner::{Firmware, Machine, Net, QemuConfig, bench, floor, gdb, images, setup};
 use std::io::{Read, Write};
 use std::process::{ExitCode, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Parser)]
@@ -34,8 +37,14 @@ enum Cmd {
         #[arg(long)]
         release: bool,
     },
-    /// Boot Spindle with its serial console on this terminal.
+    /// Boot Spindle with its serial console on this terminal (and its
+    /// control channel offered to `cargo spindle ctl`).
     Run(RunArgs),
+    /// Send one command to a running guest's control channel: ps,
+    /// lwps [PID], pstop PID, prun PID, pstack PID, gcore PID,
+    /// kill -SIG PID, stats, help. Exit status: 0 ok, 1 the guest said
+    /// error, 2 no running guest or no answer.
+    Ctl(CtlArgs),
     /// Measure boot time or the scheduler.
     Bench {
         #[command(subcommand)]
@@ -123,9 +132,40 @@ struct RunArgs {
     /// With --image: start the program N more times after it exits.
     #[arg(long, value_name = "N", requires = "image")]
     respawn: Option<u32>,
+    /// Where cores the guest sends are saved, as core.<image>.<pid>
+    /// (default: the current directory).
+    #[arg(long, value_name = "DIR")]
+    core_dir: Option<std::path::PathBuf>,
     /// With --image: the process's arguments (argv[1..]); printable ASCII
     /// without spaces.
     #[arg(last = true, value_name = "ARGS")]
+    args: Vec<String>,
+}
+
+#[derive(Args)]
+struct CtlArgs {
+    /// Print the reply's JSON value instead of a table or text.
+    #[arg(long)]
+    json: bool,
+    /// The guest of the `cargo spindle run` with this pid (default: the
+    /// only one running, else the newest).
+    #[arg(long, value_name = "PID", conflicts_with = "socket")]
+    instance: Option<u32>,
+    /// Talk to this socket instead of looking the guest up.
+    #[arg(long, value_name = "PATH")]
+    socket: Option<std::path::PathBuf>,
+    /// gcore: write the core to FILE (default: core.<pid>).
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    output: Option<std::path::PathBuf>,
+    /// The command, e.g. `ps`, `lwps 1`, `kill -USR2 1`.
+    #[arg(value_name = "COMMAND")]
+    command: String,
+    /// The command's arguments.
+    #[arg(
+        value_name = "ARGS",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
     args: Vec<String>,
 }
 
@@ -210,10 +250,20 @@ fn main() -> ExitCode {
 
 fn dispatch(cmd: Cmd) -> Result<u8> {
     let with_gdb = matches!(cmd, Cmd::Gdb { .. } | Cmd::Setup { gdb: true });
-    setup::setup(with_gdb)?;
+    // `ctl` only talks to a running guest: nothing to install or build.
+    if !matches!(cmd, Cmd::Ctl(_)) {
+        setup::setup(with_gdb)?;
+    }
     guest::install_interrupt_handler()?;
     match cmd {
         Cmd::Setup { .. } => Ok(0),
+        Cmd::Ctl(a) => spindle_runner::ctl::cli::run(&spindle_runner::ctl::cli::CtlOptions {
+            json: a.json,
+            instance: a.instance,
+            socket: a.socket,
+            output: a.output,
+            words: std::iter::once(a.command).chain(a.args).collect(),
+        }),
         Cmd::Build { release } => {
             let path = build_kernel(Profile::from_release(release))?;
             println!("{}", path.display());
@@ -283,7 +333,8 @@ fn dispatch(cmd: Cmd) -> Result<u8> {
 ///
 /// QEMU's serial output is copied to our stdout as it arrives (QEMU keeps
 /// the terminal as its stdin) and scanned afterwards for the kernel's
-/// `spindle: process ... exited with status S` line.
+/// `spindle: process ... exited with status S` line. The guest's COM2 goes
+/// to the broker (`spindle_runner::ctl::broker`), in background threads.
 fn run(run_args: &RunArgs) -> Result<u8> {
     let boot = &run_args.boot;
     if run_args.image.is_none() && !run_args.args.is_empty() {
@@ -303,8 +354,13 @@ fn run(run_args: &RunArgs) -> Result<u8> {
             images::resolve_image(spec)?;
         }
     }
+    if let Some(dir) = &run_args.core_dir {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("--core-dir {}: cannot create it", dir.display()))?;
+    }
     let kernel = build_kernel(Profile::from_release(boot.release))?;
     let mut config = boot.config(kernel)?;
+    let mut image_name = "guest".to_string();
     if let Some(spec) = &run_args.image {
         if images::find_image(spec).is_some() && !spec.contains('/') {
             images::build_images()?;
@@ -316,13 +372,36 @@ fn run(run_args: &RunArgs) -> Result<u8> {
             run_args.respawn,
             &run_args.args,
         )?);
+        image_name = image.argv0.clone();
         config.initrd = Some(image.path);
     }
+    let cores = CoreSink {
+        dir: run_args.core_dir.clone(),
+        image: image_name,
+    };
+    let dir = registry::runtime_dir();
+    // The console matters more than the control channel: without one the
+    // guest still runs.
+    let mut broker = match RunBroker::prepare(&dir, config.initrd.as_deref(), cores) {
+        Ok(b) => Some(b),
+        Err(e) => {
+            eprintln!("spindle: no control channel for this guest: {e:#}");
+            None
+        }
+    };
+    config.ctl_socket = broker.as_ref().map(|b| b.qemu_socket().to_path_buf());
     let mut cmd = config.command();
     cmd.stdin(Stdio::inherit())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     let mut qemu = GuardedChild::spawn(cmd)?;
+    if let Some(b) = broker.as_mut() {
+        let notify: Notify = Arc::new(|m: &str| eprintln!("{m}"));
+        if let Err(e) = b.start(qemu.id(), notify) {
+            eprintln!("spindle: no control channel for this guest: {e:#}");
+            broker = None;
+        }
+    }
     let serial = qemu.child_mut().stdout.take().context("QEMU stdout")?;
     let tee = std::thread::spawn(move || tee_to_stdout(serial));
     let outcome = loop {
@@ -341,6 +420,8 @@ fn run(run_args: &RunArgs) -> Result<u8> {
         std::thread::sleep(Duration::from_millis(20));
     };
     let log = tee.join().unwrap_or_default();
+    // The registry entry and the sockets go now, also after Ctrl-C.
+    drop(broker);
     let process = images::parse_process_log(&log);
     let (code, note) = images::runner_exit_code(&outcome, &process);
     if let Some(note) = note {
@@ -482,4 +563,42 @@ fn publish(
         eprintln!("spindle: updated {}", path.display());
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctl(args: &[&str]) -> Result<CtlArgs, clap::Error> {
+        let argv = ["cargo-spindle", "ctl"].iter().chain(args);
+        match Cli::try_parse_from(argv)?.command {
+            Cmd::Ctl(a) => Ok(a),
+            _ => panic!("not ctl"),
+        }
+    }
+
+    #[test]
+    fn ctl_takes_the_command_words_as_typed() {
+        let a = ctl(&["kill", "-USR2", "5"]).unwrap();
+        assert_eq!(a.command, "kill");
+        assert_eq!(a.args, ["-USR2", "5"]);
+        assert!(!a.json);
+        let a = ctl(&["--json", "--instance", "42", "lwps", "1"]).unwrap();
+        assert!(a.json);
+        assert_eq!(a.instance, Some(42));
+        assert_eq!(a.args, ["1"]);
+        let a = ctl(&["-o", "/tmp/c", "gcore", "3"]).unwrap();
+        assert_eq!(a.output.as_deref(), Some(std::path::Path::new("/tmp/c")));
+        // The runner's own flags may also follow the command word.
+        let a = ctl(&["lwps", "--json", "1"]).unwrap();
+        assert!(a.json && a.args == ["1"]);
+    }
+
+    #[test]
+    fn bad_ctl_flags_are_clap_errors() {
+        assert!(ctl(&[]).is_err());
+        assert!(ctl(&["--bogus", "ps"]).is_err());
+        assert!(ctl(&["--instance", "x", "ps"]).is_err());
+        assert!(ctl(&["--instance", "1", "--socket", "/s", "ps"]).is_err());
+    }
 }

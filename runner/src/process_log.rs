@@ -2,7 +2,7 @@
 //! (exit status or signal), the kernel's memory figures around each run,
 //! its own output apart from kernel lines, and the runner's exit code from
 //! all that. The line formats are the kernel contract documented in
-//! `images.rs`.
+//! `images.rs`; a death by signal may end in ` (core dumped)`.
 
 use crate::guest::GuestOutcome;
 
@@ -35,6 +35,8 @@ pub struct ProcessLog {
     pub ends: Vec<ProcessEnd>,
     /// `spindle: cannot run <argv0>: <why>`: the whole line after `spindle: `.
     pub cannot_run: Option<String>,
+    /// The pids whose `killed by signal` line ended in `(core dumped)`.
+    pub dumped_core: Vec<u64>,
     pub memory_before: Vec<MemoryFigures>,
     pub memory_after: Vec<MemoryFigures>,
     /// The process's output: every line after the first
@@ -53,6 +55,12 @@ impl ProcessLog {
                 ProcessEnd::Killed { .. } => None,
             })
             .collect()
+    }
+
+    /// True when the kernel said the process `pid` was killed with
+    /// `(core dumped)`.
+    pub fn core_dumped(&self, pid: u64) -> bool {
+        self.dumped_core.contains(&pid)
     }
 }
 
@@ -96,27 +104,38 @@ fn parse_memory(rest: &str) -> Option<MemoryFigures> {
     })
 }
 
-fn parse_end(rest: &str) -> Option<ProcessEnd> {
+/// Parses the end line after `spindle: `; the flag says `(core dumped)`.
+fn parse_end(rest: &str) -> Option<(ProcessEnd, bool)> {
     // "process <argv0> (pid <N>) exited with status <S>" or
-    // "process <argv0> (pid <N>) killed by signal <SIG>"
+    // "process <argv0> (pid <N>) killed by signal <SIG>", optionally
+    // followed by " (core dumped)"
     let rest = rest.strip_prefix("process ")?;
     let open = rest.rfind(" (pid ")?;
     let argv0 = rest[..open].to_string();
     let (pid, tail) = rest[open + 6..].split_once(") ")?;
     let pid: u64 = pid.parse().ok()?;
     if let Some(s) = tail.strip_prefix("exited with status ") {
-        return Some(ProcessEnd::Exited {
+        let end = ProcessEnd::Exited {
             argv0,
             pid,
             status: s.trim().parse().ok()?,
-        });
+        };
+        return Some((end, false));
     }
     let signal = tail.strip_prefix("killed by signal ")?.trim();
-    (!signal.is_empty()).then(|| ProcessEnd::Killed {
+    let (signal, dumped) = match signal.strip_suffix("(core dumped)") {
+        Some(s) => (s.trim_end(), true),
+        None => (signal, false),
+    };
+    if signal.is_empty() || signal.contains(char::is_whitespace) {
+        return None;
+    }
+    let end = ProcessEnd::Killed {
         argv0,
         pid,
         signal: signal.to_string(),
-    })
+    };
+    Some((end, dumped))
 }
 
 /// Reads the process's story out of a serial log.
@@ -141,7 +160,10 @@ pub fn parse_process_log(log: &str) -> ProcessLog {
                 p.memory_before.extend(parse_memory(m));
             } else if let Some(m) = rest.strip_prefix("memory after exit: ") {
                 p.memory_after.extend(parse_memory(m));
-            } else if let Some(end) = parse_end(rest) {
+            } else if let Some((end, dumped)) = parse_end(rest) {
+                if let (ProcessEnd::Killed { pid, .. }, true) = (&end, dumped) {
+                    p.dumped_core.push(*pid);
+                }
                 p.ends.push(end);
             } else if rest.starts_with("cannot run ") && p.cannot_run.is_none() {
                 p.cannot_run = Some(rest.to_string());
@@ -195,5 +217,65 @@ pub fn runner_exit_code(outcome: &GuestOutcome, log: &ProcessLog) -> (u8, Option
                 "the kernel's power-off ({outcome:?}) contradicts the process's end ({end:?})"
             )),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn killed(argv0: &str, pid: u64, signal: &str) -> ProcessEnd {
+        ProcessEnd::Killed {
+            argv0: argv0.into(),
+            pid,
+            signal: signal.into(),
+        }
+    }
+
+    #[test]
+    fn signal_deaths_with_and_without_a_core_are_parsed() {
+        let log = "spindle: memory before process: 5 free frames, 6 heap bytes in use\n\
+                   spindle: process target (pid 2) killed by signal 9\n\
+                   spindle: process target (pid 3) killed by signal 11 (core dumped)\n\
+                   outputspindle: process my prog (pid 4) killed by signal SIGABRT (core dumped)\n\
+                   spindle: process target (pid 5) exited with status 0\n";
+        let p = parse_process_log(log);
+        assert_eq!(
+            p.ends,
+            vec![
+                killed("target", 2, "9"),
+                killed("target", 3, "11"),
+                killed("my prog", 4, "SIGABRT"),
+                ProcessEnd::Exited {
+                    argv0: "target".into(),
+                    pid: 5,
+                    status: 0
+                },
+            ]
+        );
+        assert_eq!(p.dumped_core, vec![3, 4]);
+        assert!(!p.core_dumped(2) && p.core_dumped(3) && !p.core_dumped(5));
+        assert_eq!(p.output, "output\n");
+        // The status is the signal's either way.
+        let one = |line: &str| ProcessLog {
+            ends: parse_process_log(line).ends,
+            ..Default::default()
+        };
+        let dumped = one("spindle: process t (pid 1) killed by signal 11 (core dumped)");
+        assert_eq!(runner_exit_code(&GuestOutcome::Failure, &dumped).0, 139);
+    }
+
+    #[test]
+    fn malformed_signal_lines_are_not_process_ends() {
+        for line in [
+            "spindle: process t (pid 1) killed by signal (core dumped)",
+            "spindle: process t (pid 1) killed by signal 9 (core",
+            "spindle: process t (pid 1) killed by signal 9 and more",
+            "spindle: process t (pid 1) killed by signal",
+        ] {
+            let p = parse_process_log(line);
+            assert!(p.ends.is_empty(), "{line}: {:?}", p.ends);
+            assert!(p.dumped_core.is_empty(), "{line}");
+        }
     }
 }

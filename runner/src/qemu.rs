@@ -2,6 +2,8 @@
 //!
 //! Every boot gets the `isa-debug-exit` device so the guest's exit status
 //! means something: 0x10 -> QEMU status 33 (success), 0x11 -> 35 (failure).
+//! COM1 is always the first serial port (the console); a control-channel
+//! socket, when asked for, becomes COM2 (see docs/control-channel.md).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -85,6 +87,10 @@ pub struct QemuConfig {
     pub gdb_port: Option<u16>,
     /// Start with the CPUs stopped (`-S`), for gdb.
     pub paused: bool,
+    /// `Some(path)`: the guest's COM2 (the control channel) is a unix
+    /// socket QEMU listens on at `path`, accepting one client; the boot
+    /// does not wait for it.
+    pub ctl_socket: Option<PathBuf>,
     /// Appended verbatim at the end of the command line.
     pub extra_args: Vec<String>,
 }
@@ -106,6 +112,7 @@ impl QemuConfig {
             serial: Serial::Stdio,
             gdb_port: None,
             paused: false,
+            ctl_socket: None,
             extra_args: Vec::new(),
         }
     }
@@ -148,7 +155,16 @@ impl QemuConfig {
             Serial::Stdio => "stdio".to_string(),
             Serial::File(path) => format!("file:{}", path.display()),
         };
+        if let Some(path) = &self.ctl_socket {
+            // QEMU's option syntax escapes a comma in a value by doubling it.
+            let path = path.display().to_string().replace(',', ",,");
+            let chardev = format!("socket,id=ctl,path={path},server=on,wait=off");
+            push(&["-chardev", &chardev]);
+        }
         push(&["-serial", &serial]);
+        if self.ctl_socket.is_some() {
+            push(&["-serial", "chardev:ctl"]);
+        }
         push(&["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
         let smp = self.smp.to_string();
         let mem = format!("{}M", self.mem_mib);
@@ -271,6 +287,37 @@ mod tests {
         ));
         assert!(has_pair(&args, "-gdb", "tcp:127.0.0.1:1234"));
         assert!(args.iter().any(|a| a == "-S"));
+    }
+
+    #[test]
+    fn a_control_socket_becomes_the_second_serial_port() {
+        let plain = QemuConfig::new("/k").args();
+        assert_eq!(plain.iter().filter(|a| *a == "-serial").count(), 1);
+        assert!(!plain.iter().any(|a| a == "-chardev"));
+
+        let mut c = QemuConfig::new("/k");
+        c.ctl_socket = Some("/run/a,b/ctl.sock".into());
+        let args = c.args();
+        assert!(has_pair(
+            &args,
+            "-chardev",
+            "socket,id=ctl,path=/run/a,,b/ctl.sock,server=on,wait=off"
+        ));
+        let serials: Vec<&str> = args
+            .windows(2)
+            .filter(|w| w[0] == "-serial")
+            .map(|w| w[1].as_str())
+            .collect();
+        assert_eq!(serials, ["stdio", "chardev:ctl"]);
+
+        c.serial = Serial::File("/tmp/log".into());
+        let args = c.args();
+        let serials: Vec<&str> = args
+            .windows(2)
+            .filter(|w| w[0] == "-serial")
+            .map(|w| w[1].as_str())
+            .collect();
+        assert_eq!(serials, ["file:/tmp/log", "chardev:ctl"]);
     }
 
     #[test]

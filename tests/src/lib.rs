@@ -4,6 +4,7 @@
 //! Every judgement here is a pure function of a `GuestResult`, so the
 //! failure-path trials check the very rules the kernel trials use.
 
+pub mod ctl;
 pub mod images;
 
 use spindle_runner::GuestResult;

@@ -132,9 +132,13 @@ pub fn ran() -> Vec<&'static str> {
 /// and heap counters exactly.
 pub struct Quiet {
     housekeeping: Option<alloc::sync::Arc<crate::proc::Process>>,
+    _ctl: crate::ctl::PollingHold,
 }
 
 pub fn quiesce() -> Quiet {
+    // The control channel's poller first: it finishes its command and
+    // then waits off its CPU until the hold is dropped.
+    let ctl = crate::ctl::hold_polling();
     let housekeeping = HOUSEKEEPING_PROC.get().cloned();
     if let Some(process) = &housekeeping {
         crate::compat::freebsd4::kthread_suspend(process, crate::time::tick_hz() * 5)
@@ -151,7 +155,10 @@ pub fn quiesce() -> Quiet {
         assert!(parked, "housekeeping did not park");
     }
     crate::kthread::reaper::drain();
-    Quiet { housekeeping }
+    Quiet {
+        housekeeping,
+        _ctl: ctl,
+    }
 }
 
 impl Drop for Quiet {

@@ -10,7 +10,9 @@
 //! TLB shootdowns after unmapping or protecting run with neither held.
 //!
 //! Pages are allocated on first touch (`resolve_fault`), zero-filled,
-//! except the ones `populate` fills at load time. Teardown frees every
+//! except the ones `populate` fills at load time. Inspectors (`pstack`,
+//! core files) read only pages that are present (`read_present`,
+//! `next_present_page`), under `tables`, and never fault one in. Teardown frees every
 //! user frame and table. States: live (attached to a process, its CR3
 //! loaded by the CPUs running its LWPs) -> torn down (after every LWP of
 //! the process is gone).
@@ -177,6 +179,72 @@ impl AddressSpace {
         flags
             .contains(Flags::PRESENT)
             .then_some(((value & ADDRESS_MASK) | (address & 0xfff), flags))
+    }
+
+    /// Copies the user memory at `address` into `buffer` if every page it
+    /// touches is present, without faulting anything in (for inspectors:
+    /// `pstack`, core files). Returns false, with `buffer` partly written,
+    /// if a page is absent or the range leaves user memory.
+    pub fn read_present(&self, address: u64, buffer: &mut [u8]) -> bool {
+        let Some(end) = address.checked_add(buffer.len() as u64) else {
+            return false;
+        };
+        if address < USER_START || end > USER_END {
+            return false;
+        }
+        // Held across the copies: a frame is only freed after its entry
+        // was cleared under `tables`, so a present entry's frame stays.
+        let _tables = self.tables.lock();
+        let mut done = 0;
+        while done < buffer.len() {
+            let at = address + done as u64;
+            let Ok(Some(entry)) = self.leaf_entry(at, false) else {
+                return false;
+            };
+            // SAFETY: a leaf entry of this address space, under `tables`.
+            let value = unsafe { entry.read() };
+            if value & Flags::PRESENT.bits() == 0 {
+                return false;
+            }
+            let offset = at & (PAGE_SIZE - 1);
+            let length = ((PAGE_SIZE - offset) as usize).min(buffer.len() - done);
+            let source = phys_to_virt((value & ADDRESS_MASK) + offset) as *const u8;
+            // SAFETY: `length` bytes inside one present frame of this space
+            // (direct map), which cannot be freed while `tables` is held;
+            // the destination is our own buffer.
+            unsafe { core::ptr::copy_nonoverlapping(source, buffer[done..].as_mut_ptr(), length) };
+            done += length;
+        }
+        true
+    }
+
+    /// The first present page at or after `from` and below `end`, found by
+    /// walking the tables and skipping whole absent tables, so sparse
+    /// reservations cost little.
+    pub fn next_present_page(&self, from: u64, end: u64) -> Option<u64> {
+        let end = end.min(USER_END);
+        let mut address = from & !(PAGE_SIZE - 1);
+        let _tables = self.tables.lock();
+        'pages: while address < end {
+            let mut table = self.pml4;
+            for level in (1..=4).rev() {
+                let entry = table_entry(table, index_at(address, level));
+                // SAFETY: `table` is a page-table frame of this address
+                // space, reached through the direct map, and `tables` is
+                // held.
+                let value = unsafe { entry.read() };
+                if value & Flags::PRESENT.bits() == 0 {
+                    let span = 1u64 << (12 + 9 * (level - 1));
+                    address = (address & !(span - 1)) + span;
+                    continue 'pages;
+                }
+                if level == 1 {
+                    return Some(address);
+                }
+                table = value & ADDRESS_MASK;
+            }
+        }
+        None
     }
 
     /// Clears the leaf entries in `range`, returning the frames they held.

@@ -407,7 +407,9 @@ pub struct Waker {
 }
 
 /// Marks the current LWP as going to sleep. Fails with `Interrupted` when
-/// an interruptible sleep finds an interruption already pending.
+/// an interruptible sleep finds an interruption already pending. The
+/// caller's location is recorded as the wait channel.
+#[track_caller]
 pub fn prepare_sleep(interruptible: bool) -> Result<SleepTicket, WakeReason> {
     let interrupts_were_enabled = interrupts::are_enabled();
     interrupts::disable();

@@ -234,7 +234,9 @@ fn dequeue(me: &Lwp) -> Option<(SigInfo, SigAction)> {
     let info = own.or_else(|| signals.pending.take(wanted))?;
     let index = (info.signo - 1) as usize;
     let action = signals.actions[index];
-    if action.handler != SIG_DFL && action.handler != SIG_IGN && action.flags & sa::SA_RESETHAND != 0
+    if action.handler != SIG_DFL
+        && action.handler != SIG_IGN
+        && action.flags & sa::SA_RESETHAND != 0
     {
         signals.actions[index] = SigAction::default();
     }
@@ -280,8 +282,7 @@ pub fn on_return_to_user(frame: &mut TrapFrame, interrupted: Option<(u64, Errno)
         return;
     }
     let process_flags = proc::flags::EXITING | proc::flags::STOPPED | proc::flags::ZOMBIE;
-    if !me.interrupt_pending() && me.process.flags() & process_flags == 0 && interrupted.is_none()
-    {
+    if !me.interrupt_pending() && me.process.flags() & process_flags == 0 && interrupted.is_none() {
         return;
     }
     let interrupts_were_enabled = interrupts::are_enabled();
@@ -389,8 +390,8 @@ fn terminate(me: Arc<Lwp>, frame: &TrapFrame, info: SigInfo, core: bool) -> ! {
     if process.decide_termination(status) && wants_core {
         me.set_user_snapshot(Some(stop::snapshot_of(&me, frame, Some(info))));
         let parked = stop::stop_process(&process, StopReason::Dump, true, DUMP_STOP_TIMEOUT_NS);
-        let dumped = parked.is_ok()
-            && writer.is_some_and(|write| write(&process, info.signo, Some(me.id)));
+        let dumped =
+            parked.is_ok() && writer.is_some_and(|write| write(&process, info.signo, Some(me.id)));
         me.set_user_snapshot(None);
         if !dumped {
             process.override_termination(signal);

@@ -44,7 +44,8 @@ pub const SS_DISABLE: u32 = 2;
 
 /// RFLAGS bits user mode may change through `rt_sigreturn`: CF PF AF ZF
 /// SF TF DF OF RF AC.
-const USER_FLAGS: u64 = 0x1 | 0x4 | 0x10 | 0x40 | 0x80 | 0x100 | 0x400 | 0x800 | 0x1_0000 | 0x4_0000;
+const USER_FLAGS: u64 =
+    0x1 | 0x4 | 0x10 | 0x40 | 0x80 | 0x100 | 0x400 | 0x800 | 0x1_0000 | 0x4_0000;
 /// Cleared for a handler: TF, DF, RF, AC.
 const HANDLER_CLEARS: u64 = 0x100 | 0x400 | 0x1_0000 | 0x4_0000;
 
@@ -52,9 +53,24 @@ const HANDLER_CLEARS: u64 = 0x100 | 0x400 | 0x1_0000 | 0x4_0000;
 /// rsp, rip, eflags.
 fn sigcontext_words(frame: &TrapFrame) -> [u64; 18] {
     [
-        frame.r8, frame.r9, frame.r10, frame.r11, frame.r12, frame.r13, frame.r14, frame.r15,
-        frame.rdi, frame.rsi, frame.rbp, frame.rbx, frame.rdx, frame.rax, frame.rcx, frame.rsp,
-        frame.rip, frame.rflags,
+        frame.r8,
+        frame.r9,
+        frame.r10,
+        frame.r11,
+        frame.r12,
+        frame.r13,
+        frame.r14,
+        frame.r15,
+        frame.rdi,
+        frame.rsi,
+        frame.rbp,
+        frame.rbx,
+        frame.rdx,
+        frame.rax,
+        frame.rcx,
+        frame.rsp,
+        frame.rip,
+        frame.rflags,
     ]
 }
 
@@ -109,7 +125,11 @@ pub fn build(
 
     let mut bytes = [0u8; FRAME_SIZE];
     put(&mut bytes, 0, action.restorer);
-    put(&mut bytes, UCONTEXT_OFFSET, UC_SIGCONTEXT_SS | UC_STRICT_RESTORE_SS);
+    put(
+        &mut bytes,
+        UCONTEXT_OFFSET,
+        UC_SIGCONTEXT_SS | UC_STRICT_RESTORE_SS,
+    );
     put(&mut bytes, UC_STACK_OFFSET, alt_base);
     bytes[UC_STACK_OFFSET + 8..UC_STACK_OFFSET + 12].copy_from_slice(&stack_flags.to_le_bytes());
     put(&mut bytes, UC_STACK_OFFSET + 16, alt_size);

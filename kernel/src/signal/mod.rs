@@ -40,8 +40,8 @@ use alloc::boxed::Box;
 use alloc::collections::VecDeque;
 use alloc::sync::Arc;
 
-pub use self::deliver::{force_fault, is_ignored, on_return_to_user, send_to_lwp, send_to_process};
 pub use self::deliver::mask_changed as deliver_mask_changed;
+pub use self::deliver::{force_fault, is_ignored, on_return_to_user, send_to_lwp, send_to_process};
 pub use self::frame::{SS_DISABLE, SS_ONSTACK, alternate_stack_flags, sigreturn};
 pub use self::stop::{StopReason, resume_process, stop_point, stop_process};
 use crate::arch::trap::TrapFrame;
@@ -93,13 +93,16 @@ mod numbers {
 /// The names, index = number (`SIGRTMIN`.. are `RT<n>`).
 const NAMES: [&str; 32] = [
     "", "HUP", "INT", "QUIT", "ILL", "TRAP", "ABRT", "BUS", "FPE", "KILL", "USR1", "SEGV", "USR2",
-    "PIPE", "ALRM", "TERM", "STKFLT", "CHLD", "CONT", "STOP", "TSTP", "TTIN", "TTOU", "URG", "XCPU",
-    "XFSZ", "VTALRM", "PROF", "WINCH", "IO", "PWR", "SYS",
+    "PIPE", "ALRM", "TERM", "STKFLT", "CHLD", "CONT", "STOP", "TSTP", "TTIN", "TTOU", "URG",
+    "XCPU", "XFSZ", "VTALRM", "PROF", "WINCH", "IO", "PWR", "SYS",
 ];
 
 /// The name of a signal without `SIG` (`SEGV`), or None past 31.
 pub fn name(signal: u32) -> Option<&'static str> {
-    NAMES.get(signal as usize).filter(|name| !name.is_empty()).copied()
+    NAMES
+        .get(signal as usize)
+        .filter(|name| !name.is_empty())
+        .copied()
 }
 
 /// A signal from a number or a name, with or without `SIG` (`9`, `KILL`,
@@ -158,7 +161,6 @@ pub mod code {
     pub const ILL_ILLOPN: i32 = 2;
     pub const FPE_INTDIV: i32 = 1;
     pub const FPE_FLTINV: i32 = 7;
-    pub const TRAP_BRKPT: i32 = 1;
 }
 
 /// A Linux `siginfo_t`, the fields Spindle fills.
@@ -210,7 +212,7 @@ impl SigInfo {
     }
 
     /// The 128-byte Linux layout.
-    pub fn to_bytes(&self) -> [u8; SIGINFO_SIZE] {
+    pub fn to_bytes(self) -> [u8; SIGINFO_SIZE] {
         let mut bytes = [0u8; SIGINFO_SIZE];
         bytes[0..4].copy_from_slice(&self.signo.to_le_bytes());
         bytes[4..8].copy_from_slice(&self.errno.to_le_bytes());
@@ -268,7 +270,7 @@ impl SigAction {
         }
     }
 
-    pub fn to_bytes(&self) -> [u8; SIGACTION_SIZE] {
+    pub fn to_bytes(self) -> [u8; SIGACTION_SIZE] {
         let mut bytes = [0u8; SIGACTION_SIZE];
         for (index, word) in [self.handler, self.flags, self.restorer, self.mask.0]
             .iter()
@@ -386,11 +388,14 @@ pub fn representative(process: &Process) -> Option<Arc<Lwp>> {
     candidates
         .iter()
         .find(running)
-        .or_else(|| candidates.iter().find(|lwp| lwp.hold_mask() != SignalSet::ALL))
+        .or_else(|| {
+            candidates
+                .iter()
+                .find(|lwp| lwp.hold_mask() != SignalSet::ALL)
+        })
         .or_else(|| candidates.first())
         .cloned()
 }
-
 
 /// The signals pending for `lwp`: its own and its process's.
 pub fn pending_of(lwp: &Lwp) -> SignalSet {

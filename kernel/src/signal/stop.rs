@@ -79,7 +79,11 @@ pub fn stop_process(
     let mut state = process.stop.lock();
     loop {
         let lwps = process.lwps();
-        if lwps.iter().filter(|lwp| must_park(lwp)).all(|lwp| settled(lwp)) {
+        if lwps
+            .iter()
+            .filter(|lwp| must_park(lwp))
+            .all(|lwp| settled(lwp))
+        {
             return Ok(lwps.iter().map(|lwp| lwp.id).collect());
         }
         if process.is_exiting() {

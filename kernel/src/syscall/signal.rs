@@ -188,7 +188,11 @@ fn lwp_by_tid(tid: u64) -> Result<Arc<Lwp>, Errno> {
     let tid = tid as i32 as i64;
     let first = i64::from(me.process.pid);
     if tid < first {
-        return Err(if tid <= 0 { Errno::EINVAL } else { Errno::ESRCH });
+        return Err(if tid <= 0 {
+            Errno::EINVAL
+        } else {
+            Errno::ESRCH
+        });
     }
     me.process
         .find_lwp((tid - first + 1) as u32)
@@ -202,7 +206,10 @@ fn send_to_thread(tid: u64, signal: u64) -> SysResult {
         return Ok(0);
     }
     let sender = sched::current().process.pid;
-    signal::send_to_lwp(&target, SigInfo::from_sender(signal, code::SI_TKILL, sender))?;
+    signal::send_to_lwp(
+        &target,
+        SigInfo::from_sender(signal, code::SI_TKILL, sender),
+    )?;
     Ok(0)
 }
 

@@ -5,6 +5,8 @@
 //! `ET_DYN` without `PT_INTERP` (static PIE, loaded at a random base).
 //! Every header field is checked against the file before use; a bad image
 //! gives an `ExecError` naming what is wrong. Owns nothing after loading.
+//! `initial_auxv` repeats the auxiliary vector the stack holds (for core
+//! files); `image` is the guest image, for symbols.
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -263,6 +265,88 @@ const AT_RANDOM: u64 = 25;
 const AT_HWCAP2: u64 = 26;
 const AT_EXECFN: u64 = 31;
 
+/// The strings block at the top of the initial stack: argv and envp
+/// strings, the platform name, the random bytes; and where each starts.
+struct StackStrings {
+    bytes: Vec<u8>,
+    /// Where the block starts (its lowest address, 16-byte aligned).
+    start: u64,
+    argv: Vec<u64>,
+    envp: Vec<u64>,
+    platform: u64,
+    random: u64,
+}
+
+fn stack_strings(argv: &[String], envp: &[String], random: [u8; 16]) -> StackStrings {
+    let mut bytes: Vec<u8> = Vec::new();
+    let mut argv_offsets = Vec::new();
+    let mut envp_offsets = Vec::new();
+    for argument in argv {
+        argv_offsets.push(bytes.len());
+        bytes.extend_from_slice(argument.as_bytes());
+        bytes.push(0);
+    }
+    for variable in envp {
+        envp_offsets.push(bytes.len());
+        bytes.extend_from_slice(variable.as_bytes());
+        bytes.push(0);
+    }
+    let platform_offset = bytes.len();
+    bytes.extend_from_slice(b"x86_64\0");
+    let random_offset = bytes.len();
+    bytes.extend_from_slice(&random);
+    let start = (STACK_TOP - 16 - bytes.len() as u64) & !15;
+    let at = |offset: usize| start + offset as u64;
+    StackStrings {
+        argv: argv_offsets.into_iter().map(at).collect(),
+        envp: envp_offsets.into_iter().map(at).collect(),
+        platform: at(platform_offset),
+        random: at(random_offset),
+        bytes,
+        start,
+    }
+}
+
+fn auxv_for(loaded: &Loaded, strings: &StackStrings) -> Vec<(u64, u64)> {
+    let hwcap = u64::from(core::arch::x86_64::__cpuid(1).edx);
+    alloc::vec![
+        (AT_PHDR, loaded.program_headers),
+        (AT_PHENT, loaded.program_header_size),
+        (AT_PHNUM, loaded.program_header_count),
+        (AT_PAGESZ, PAGE_SIZE),
+        (AT_BASE, 0),
+        (AT_FLAGS, 0),
+        (AT_ENTRY, loaded.entry),
+        (AT_UID, 0),
+        (AT_EUID, 0),
+        (AT_GID, 0),
+        (AT_EGID, 0),
+        (AT_PLATFORM, strings.platform),
+        (AT_HWCAP, hwcap),
+        (AT_CLKTCK, 100),
+        (AT_SECURE, 0),
+        (AT_RANDOM, strings.random),
+        (AT_HWCAP2, 0),
+        (AT_EXECFN, strings.argv.first().copied().unwrap_or(0)),
+        (AT_NULL, 0),
+    ]
+}
+
+/// The auxiliary vector `build_stack` gives a program loaded as `loaded`
+/// with `argv` and `envp`: (type, value) pairs ending with `AT_NULL`, the
+/// same values (addresses included) the stack holds. For core files
+/// (`Process::set_auxv`).
+pub fn initial_auxv(loaded: &Loaded, argv: &[String], envp: &[String]) -> Vec<(u64, u64)> {
+    auxv_for(loaded, &stack_strings(argv, envp, [0; 16]))
+}
+
+/// The guest image: the first boot module, read in place (for symbols in
+/// `pstack`). None when the boot loader gave no module.
+pub fn image() -> Option<&'static [u8]> {
+    let range = crate::BOOT_MODULES.lock().first().cloned()?;
+    Some(super::image_bytes(&range))
+}
+
 /// Builds the initial stack in `vm` (its region included): argc, argv,
 /// envp, auxv and the strings they point at, as Linux lays them out.
 /// Returns the initial stack pointer (16-byte aligned, at argc).
@@ -275,58 +359,16 @@ pub fn build_stack(
 ) -> Result<u64, ExecError> {
     // The strings block, from the top down: random bytes, platform, then
     // argv and envp strings.
-    let mut strings: Vec<u8> = Vec::new();
-    let mut argv_offsets = Vec::new();
-    let mut envp_offsets = Vec::new();
-    for argument in argv {
-        argv_offsets.push(strings.len());
-        strings.extend_from_slice(argument.as_bytes());
-        strings.push(0);
-    }
-    for variable in envp {
-        envp_offsets.push(strings.len());
-        strings.extend_from_slice(variable.as_bytes());
-        strings.push(0);
-    }
-    let platform_offset = strings.len();
-    strings.extend_from_slice(b"x86_64\0");
-    let random_offset = strings.len();
-    strings.extend_from_slice(&random);
-    let strings_start = (STACK_TOP - 16 - strings.len() as u64) & !15;
-    let at = |offset: usize| strings_start + offset as u64;
-
-    let hwcap = u64::from(core::arch::x86_64::__cpuid(1).edx);
-    let auxv: [(u64, u64); 19] = [
-        (AT_PHDR, loaded.program_headers),
-        (AT_PHENT, loaded.program_header_size),
-        (AT_PHNUM, loaded.program_header_count),
-        (AT_PAGESZ, PAGE_SIZE),
-        (AT_BASE, 0),
-        (AT_FLAGS, 0),
-        (AT_ENTRY, loaded.entry),
-        (AT_UID, 0),
-        (AT_EUID, 0),
-        (AT_GID, 0),
-        (AT_EGID, 0),
-        (AT_PLATFORM, at(platform_offset)),
-        (AT_HWCAP, hwcap),
-        (AT_CLKTCK, 100),
-        (AT_SECURE, 0),
-        (AT_RANDOM, at(random_offset)),
-        (AT_HWCAP2, 0),
-        (
-            AT_EXECFN,
-            argv_offsets.first().map_or(0, |&offset| at(offset)),
-        ),
-        (AT_NULL, 0),
-    ];
+    let strings = stack_strings(argv, envp, random);
+    let strings_start = strings.start;
+    let auxv = auxv_for(loaded, &strings);
     let mut words: Vec<u64> = Vec::new();
     words.push(argv.len() as u64);
-    words.extend(argv_offsets.iter().map(|&offset| at(offset)));
+    words.extend(strings.argv.iter().copied());
     words.push(0);
-    words.extend(envp_offsets.iter().map(|&offset| at(offset)));
+    words.extend(strings.envp.iter().copied());
     words.push(0);
-    for (key, value) in auxv {
+    for &(key, value) in &auxv {
         words.push(key);
         words.push(value);
     }
@@ -353,7 +395,7 @@ pub fn build_stack(
         image[at..at + 8].copy_from_slice(&word.to_le_bytes());
     }
     let at = (strings_start - image_start) as usize;
-    image[at..at + strings.len()].copy_from_slice(&strings);
+    image[at..at + strings.bytes.len()].copy_from_slice(&strings.bytes);
     vm.populate(
         image_start..STACK_TOP,
         prot::READ | prot::WRITE,
@@ -365,4 +407,30 @@ pub fn build_stack(
     .map_err(|_| ExecError::OutOfMemory)?;
     debug_assert!(stack_pointer < USER_END);
     Ok(stack_pointer)
+}
+
+crate::ktests! {
+    fn initial_auxv_matches_the_stack_layout() {
+        let loaded = Loaded {
+            entry: 0x40_1000,
+            program_headers: 0x40_0040,
+            program_header_count: 4,
+            program_header_size: 56,
+            brk_start: 0x60_0000,
+        };
+        let argv = [String::from("prog"), String::from("-x")];
+        let envp = [String::from("A=1")];
+        let auxv = initial_auxv(&loaded, &argv, &envp);
+        let value = |key: u64| auxv.iter().find(|(k, _)| *k == key).map(|(_, v)| *v);
+        assert_eq!(auxv.last(), Some(&(AT_NULL, 0)));
+        assert_eq!(value(AT_ENTRY), Some(0x40_1000));
+        assert_eq!(value(AT_PHDR), Some(0x40_0040));
+        assert_eq!(value(AT_PHNUM), Some(4));
+        let strings = stack_strings(&argv, &envp, [7; 16]);
+        assert_eq!(value(AT_EXECFN), Some(strings.argv[0]));
+        assert_eq!(value(AT_RANDOM), Some(strings.random));
+        assert_eq!(strings.start % 16, 0);
+        assert_eq!(&strings.bytes[..8], b"prog\0-x\0");
+        assert!(strings.random + 16 <= STACK_TOP);
+    }
 }

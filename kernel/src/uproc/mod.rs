@@ -218,6 +218,7 @@ fn spawn(launch: &Launch) -> Result<Arc<Process>, String> {
         layout.brk_start = loaded.brk_start;
         layout.brk = loaded.brk_start;
     }
+    process.set_auxv(exec::initial_auxv(&loaded, &launch.argv, &launch.envp));
     process.set_cr3(vm.root());
     *process.vm.lock() = Some(Arc::clone(&vm));
     let frame = user_frame(loaded.entry, stack_pointer);

@@ -1,0 +1,296 @@
+//! `cargo test`'s signal suite: boots the `signals` image under the kernel
+//! and checks Linux signal semantics from the process's side.
+//!
+//! - `signals` with no arguments runs every semantic check in one process
+//!   (see `images/signals`): all must print `ok`, none `FAIL`, and the
+//!   process must exit 0, on one CPU and on two.
+//! - `signals fault segv|ill|fpe` faults in a thread other than main with
+//!   no handler: the kernel must report `killed by signal 11|4|8 (core
+//!   dumped)`; with `--no-core` (RLIMIT_CORE 0) the same without the core.
+//! - `signals raise TERM|QUIT|CONT`: default actions (terminate, core,
+//!   continue).
+//! - 201 runs of `signals fault segv --no-core` (`respawn=200`): every run
+//!   killed by signal 11 and no memory lost.
+//!
+//! Every boot has kernel-only workers in the process (`test.kworkers=2`),
+//! which must never take a signal nor keep a dying process alive. One boot
+//! per trial; the boots of the selected trials all start at once, each in
+//! its own thread (which owns its QEMU), as in `images.rs`.
+
+use libtest_mimic::{Arguments, Failed, Trial};
+use spindle_runner::guest::{GuestOutcome, RunLimits};
+use spindle_runner::images::{self, ImageBoot, ImageResult, ProcessEnd};
+use spindle_runner::kbuild::{Profile, build_kernel};
+use spindle_runner::{QemuConfig, setup};
+use spindle_tests::images::{judge_prefixes, judge_run, no_growth};
+use spindle_tests::{SharedBoot, describe};
+use std::sync::Arc;
+
+/// Kernel-only workers placed in every process.
+const KWORKERS: &str = "test.kworkers=2";
+/// The leak trial runs the faulting image 1 + RESPAWN times.
+const RESPAWN: usize = 200;
+/// Markers of a kernel that fell over.
+const KERNEL_FAILURES: [&str; 2] = ["KERNEL PANIC:", "KERNEL FAULT:"];
+
+type Judge = Box<dyn Fn(&ImageResult) -> Result<(), String> + Send + Sync>;
+
+/// One trial: a boot and the verdict on it.
+struct Case {
+    name: String,
+    boot: ImageBoot,
+    judge: Judge,
+}
+
+fn main() {
+    let args = Arguments::from_args();
+    let cases = match plan() {
+        Ok(c) => c,
+        Err(e) => {
+            let trial = Trial::test("setup::signals", move || Err(Failed::from(e.clone())));
+            libtest_mimic::run(&args, vec![trial]).exit();
+        }
+    };
+    let mut trials = Vec::new();
+    let mut boots = Vec::new();
+    for Case { name, boot, judge } in cases {
+        let shared = SharedBoot::new(move || {
+            images::run_image(&boot)
+                .map(|r| r.guest.clone())
+                .map_err(|e| format!("{e:#}"))
+        });
+        let b = Arc::clone(&shared);
+        trials.push(Trial::test(&name, move || {
+            let r = b.wait();
+            let guest = r.as_ref().as_ref().map_err(String::clone)?;
+            let result = ImageResult {
+                guest: guest.clone(),
+                process: images::parse_process_log(&guest.log),
+            };
+            judge(&result).map_err(Failed::from)
+        }));
+        boots.push((shared, name));
+    }
+    for (boot, name) in &boots {
+        let wanted = trials
+            .iter()
+            .any(|t| t.name() == name && !args.is_filtered_out(t) && !args.is_ignored(t));
+        if wanted && !args.list {
+            boot.start();
+        }
+    }
+    libtest_mimic::run(&args, trials).exit();
+}
+
+fn kernel_failure(r: &ImageResult) -> Option<&'static str> {
+    KERNEL_FAILURES
+        .into_iter()
+        .find(|m| r.guest.log.contains(m))
+}
+
+/// Every check passed: exit status 0, a success power-off, no `FAIL`
+/// line, at least one `ok` line and the `signals: all N checks passed`
+/// summary.
+fn judge_all_checks(r: &ImageResult) -> Result<(), String> {
+    judge_run(r, 0, &[])?;
+    judge_prefixes(r, &["ok   ", "signals: all "])
+}
+
+/// One run, killed by `signal`, with a core dump exactly when `core`; the
+/// guest powered off as failure; the output has every prefix in
+/// `prefixes`.
+fn judge_killed(r: &ImageResult, signal: u32, core: bool, prefixes: &[&str]) -> Result<(), String> {
+    let fail = |what: String| Err(format!("{what}\n{}", describe(&r.guest)));
+    if let Some(m) = kernel_failure(r) {
+        return fail(format!("the kernel reported `{m}`"));
+    }
+    if let Some(c) = &r.process.cannot_run {
+        return fail(format!("the kernel refused the image: {c}"));
+    }
+    let pid = match r.process.ends.as_slice() {
+        [ProcessEnd::Killed { signal: s, pid, .. }] if *s == signal.to_string() => *pid,
+        ends => {
+            return fail(format!(
+                "expected one end, killed by signal {signal}; saw {ends:?}"
+            ));
+        }
+    };
+    let dumped = r.process.core_dumped(pid);
+    if dumped != core {
+        return fail(format!(
+            "killed by signal {signal} {} `(core dumped)`, expected {}",
+            if dumped { "with" } else { "without" },
+            if core { "a core" } else { "none" }
+        ));
+    }
+    if r.guest.outcome != GuestOutcome::Failure {
+        return fail(format!(
+            "the guest ended {:?}; a process killed by a signal should power off as Failure",
+            r.guest.outcome
+        ));
+    }
+    judge_prefixes(r, prefixes)
+}
+
+/// `runs` runs, each killed by `signal` without a core; the free frames
+/// after every run equal those after the first, and from the second run on
+/// equal those before that run (the first run fills the kernel's caches);
+/// the heap does not grow ([`no_growth`]).
+fn judge_killed_runs(r: &ImageResult, runs: usize, signal: u32) -> Result<(), String> {
+    let fail = |what: String| Err(format!("{what}\n{}", describe(&r.guest)));
+    if let Some(m) = kernel_failure(r) {
+        return fail(format!("the kernel reported `{m}`"));
+    }
+    let ends = &r.process.ends;
+    if ends.len() != runs {
+        return fail(format!("expected {runs} runs, saw {} ends", ends.len()));
+    }
+    let want = signal.to_string();
+    if let Some((i, end)) = ends
+        .iter()
+        .enumerate()
+        .find(|(_, e)| !matches!(e, ProcessEnd::Killed { signal: s, .. } if *s == want))
+    {
+        return fail(format!(
+            "run {} ended {end:?}, expected killed by signal {signal}",
+            i + 1
+        ));
+    }
+    if !r.process.dumped_core.is_empty() {
+        return fail(format!(
+            "RLIMIT_CORE was 0, yet pids {:?} dumped core",
+            r.process.dumped_core
+        ));
+    }
+    let (before, after) = (&r.process.memory_before, &r.process.memory_after);
+    if before.len() != runs || after.len() != runs {
+        return fail(format!(
+            "expected {runs} memory figures before and after, saw {} and {}",
+            before.len(),
+            after.len()
+        ));
+    }
+    for run in 1..runs {
+        if before[run].free_frames != after[run].free_frames {
+            return fail(format!(
+                "run {}: {} free frames before the process, {} after it: frames lost",
+                run + 1,
+                before[run].free_frames,
+                after[run].free_frames
+            ));
+        }
+    }
+    if let Err(why) = no_growth(after) {
+        return fail(why);
+    }
+    if r.guest.outcome != GuestOutcome::Failure {
+        return fail(format!(
+            "the last run was killed, so the guest should power off as Failure, not {:?}",
+            r.guest.outcome
+        ));
+    }
+    Ok(())
+}
+
+fn words(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+/// Builds the kernel and the images and makes the cases. An error here
+/// becomes one failing trial.
+fn plan() -> Result<Vec<Case>, String> {
+    if images::find_image("signals").is_none() {
+        return Err(
+            "the runner does not know the `signals` image: it must be listed in IMAGES in \
+             runner/src/images.rs"
+                .into(),
+        );
+    }
+    setup::setup(false).map_err(|e| format!("cargo spindle setup failed: {e:#}"))?;
+    let timeout = spindle_tests::timeout_from_env()?;
+    let kernel = build_kernel(Profile::Debug).map_err(|e| format!("{e:#}"))?;
+    images::build_images().map_err(|e| format!("{e:#}"))?;
+    let limits = RunLimits::timeout(timeout);
+    let boot = |smp: u32, args: &[&str]| {
+        let mut base = QemuConfig::new(&kernel).with_smp(smp);
+        base.mem_mib = 128;
+        ImageBoot {
+            base,
+            image: images::image_artifact("signals"),
+            argv0: "signals".into(),
+            args: words(args),
+            respawn: None,
+            extra_append: vec![KWORKERS.into()],
+            limits,
+        }
+    };
+    let case = |name: &str, boot: ImageBoot, judge: Judge| Case {
+        name: name.into(),
+        boot,
+        judge,
+    };
+    let killed = |signal: u32, core: bool, prefixes: &'static [&'static str]| -> Judge {
+        Box::new(move |r: &ImageResult| judge_killed(r, signal, core, prefixes))
+    };
+    const FAULTING: &[&str] = &["signals: faulting at 0x"];
+    const RAISING: &[&str] = &["signals: raising SIG"];
+    Ok(vec![
+        case(
+            "signals::all_checks_pass_smp1",
+            boot(1, &[]),
+            Box::new(judge_all_checks),
+        ),
+        case(
+            "signals::all_checks_pass_smp2",
+            boot(2, &[]),
+            Box::new(judge_all_checks),
+        ),
+        case(
+            "fault::segv_in_a_thread_is_killed_by_11_with_core",
+            boot(2, &["fault", "segv"]),
+            killed(11, true, FAULTING),
+        ),
+        case(
+            "fault::ill_in_a_thread_is_killed_by_4_with_core",
+            boot(2, &["fault", "ill"]),
+            killed(4, true, FAULTING),
+        ),
+        case(
+            "fault::fpe_in_a_thread_is_killed_by_8_with_core",
+            boot(2, &["fault", "fpe"]),
+            killed(8, true, FAULTING),
+        ),
+        case(
+            "fault::segv_with_rlimit_core_0_dumps_no_core",
+            boot(2, &["fault", "segv", "--no-core"]),
+            killed(
+                11,
+                false,
+                &["signals: core dumps disabled", "signals: faulting at 0x"],
+            ),
+        ),
+        case(
+            "raise::term_terminates_without_core",
+            boot(2, &["raise", "TERM"]),
+            killed(15, false, RAISING),
+        ),
+        case(
+            "raise::quit_terminates_with_core",
+            boot(2, &["raise", "QUIT"]),
+            killed(3, true, RAISING),
+        ),
+        case(
+            "raise::cont_is_survived",
+            boot(2, &["raise", "CONT"]),
+            Box::new(|r: &ImageResult| judge_run(r, 0, &["signals: survived SIGCONT"])),
+        ),
+        case(
+            "respawn::segv_no_core_201_runs_lose_no_memory",
+            ImageBoot {
+                respawn: Some(RESPAWN as u32),
+                ..boot(2, &["fault", "segv", "--no-core"])
+            },
+            Box::new(|r: &ImageResult| judge_killed_runs(r, RESPAWN + 1, 11)),
+        ),
+    ])
+}
