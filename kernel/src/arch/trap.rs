@@ -271,7 +271,7 @@ pub fn load_idt(use_ist: bool) {
     unsafe { lidt(&pointer) };
 }
 
-fn exception_name(vector: u64) -> &'static str {
+pub fn exception_name(vector: u64) -> &'static str {
     match vector {
         0 => "divide error",
         1 => "debug",

@@ -384,6 +384,17 @@ fn run_handler(me: &Arc<Lwp>, frame: &mut TrapFrame, info: &SigInfo, action: &Si
 fn terminate(me: Arc<Lwp>, frame: &TrapFrame, info: SigInfo, core: bool) -> ! {
     let process = Arc::clone(&me.process);
     let signal = info.signo as i32;
+    if info.fault_rip != 0 {
+        crate::println!(
+            "spindle: process {} (pid {}) thread {}: {} at rip {:#x}, address {:#x}: killed by signal {signal}",
+            process.name(),
+            process.pid,
+            uproc::tid_of(&me),
+            crate::arch::trap::exception_name(info.trapno),
+            info.fault_rip,
+            info.addr
+        );
+    }
     let writer = super::core_writer();
     let wants_core = core && process.core_limit() > 0 && writer.is_some();
     let status = signal | if wants_core { 0x80 } else { 0 };

@@ -176,9 +176,11 @@ pub struct SigInfo {
     pub addr: u64,
     /// `sigval` (queued real-time signals).
     pub value: u64,
-    /// For faults: the trap vector and error code (`sigcontext` fields).
+    /// For faults: the trap vector and error code (`sigcontext` fields),
+    /// and where user mode faulted (0: not a fault).
     pub trapno: u64,
     pub error_code: u64,
+    pub fault_rip: u64,
 }
 
 /// `sizeof(siginfo_t)`.

@@ -479,6 +479,7 @@ pub fn user_fault(frame: &TrapFrame, name: &str, address: u64) {
     crate::signal::force_fault(SigInfo {
         trapno: frame.vector,
         error_code: frame.error_code,
+        fault_rip: frame.rip,
         ..SigInfo::fault(signal, si_code, si_addr)
     });
 }
