@@ -24,7 +24,7 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 pub mod gdb;
-pub use gdb::{GdbReport, check_core_header, count_info_threads, gdb_on_core};
+pub use gdb::{GdbReport, check_core_header, count_info_threads, gdb_batch, gdb_on_core};
 
 /// The kernel-only LWPs `test.kworkers=2` places in the process.
 pub const KWORKERS: [&str; 2] = ["kworker-0", "kworker-1"];
@@ -75,6 +75,8 @@ pub struct TargetBoot {
     pub kworkers: u32,
     /// `respawn=N`: run the image N more times after it ends.
     pub respawn: Option<u32>,
+    /// Another image than `target`, with its arguments.
+    pub image: Option<(&'static str, Vec<String>)>,
 }
 
 impl Default for TargetBoot {
@@ -84,6 +86,7 @@ impl Default for TargetBoot {
             mem_mib: 128,
             kworkers: 2,
             respawn: None,
+            image: None,
         }
     }
 }
@@ -161,10 +164,18 @@ impl CtlGuest {
         let mut config = QemuConfig::new(&p.kernel).with_smp(boot.smp);
         config.mem_mib = boot.mem_mib;
         config.ctl_socket = Some(socket.clone());
-        config.initrd = Some(p.image.clone());
+        let (name, args) = match &boot.image {
+            Some((name, args)) => (*name, args.clone()),
+            None => ("target", Vec::new()),
+        };
+        config.initrd = Some(if boot.image.is_some() {
+            images::image_artifact(name)
+        } else {
+            p.image.clone()
+        });
         let workers = format!("test.kworkers={}", boot.kworkers);
         config.append = Some(
-            images::compose_append(Some(&workers), "target", boot.respawn, &[])
+            images::compose_append(Some(&workers), name, boot.respawn, &args)
                 .map_err(|e| format!("{e:#}"))?,
         );
         let mut cmd = config.command();

@@ -11,11 +11,11 @@
 //! until they land, every test here fails, saying what was missing.
 
 use spindle_runner::ctl::render::render_lwps;
-use spindle_runner::ctl::{GCORE_TIMEOUT, Reply};
+use spindle_runner::ctl::{Event, GCORE_TIMEOUT, Reply};
 use spindle_runner::images::{ProcessEnd, parse_process_log};
 use spindle_tests::ctl::{
     ALL_HELD, Checks, CtlGuest, KWORKERS, Lwp, TargetBoot, USER_THREADS, check_core_header, find,
-    gdb_on_core, ids, names, parse_flood, parse_ps, parse_pstack, parse_stats, prepare,
+    gdb_batch, gdb_on_core, ids, names, parse_flood, parse_ps, parse_pstack, parse_stats, prepare,
 };
 use spindle_tests::images::HEAP_SLACK_BYTES;
 use std::collections::BTreeSet;
@@ -39,6 +39,88 @@ const WAITS: [(&str, &str); 3] = [
 
 fn user(lwps: &[Lwp]) -> Vec<&Lwp> {
     lwps.iter().filter(|l| !l.kernel_only).collect()
+}
+
+/// A fault no handler takes ends the process with a core, sent on the
+/// channel as an event, that gdb opens: the faulting thread first with its
+/// signal and fault address, every user LWP a thread, the kernel-only LWPs
+/// absent.
+#[test]
+fn ctl_fatal_fault_sends_a_core_gdb_reads() -> Result<(), String> {
+    let p = prepare()?;
+    let boot = TargetBoot {
+        image: Some(("signals", vec!["fault".into(), "segv".into()])),
+        ..TargetBoot::default()
+    };
+    let mut g = CtlGuest::boot(p, &boot)?;
+    let (at, line) = g.wait_line(
+        0,
+        "the fault",
+        |l| l.contains("signals: faulting at 0x"),
+        g.timeout(),
+    )?;
+    let address = line
+        .rsplit("0x")
+        .next()
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .ok_or_else(|| format!("no address in {line:?}"))?;
+    let event = g
+        .ctl
+        .wait_event(|e| matches!(e, Event::Core(_)), g.timeout())
+        .map_err(|e| format!("waiting for the core: {e:#}"))?;
+    let Some(Event::Core(core)) = event else {
+        return Err(format!("no core event arrived\n{}", g.tail()));
+    };
+    g.wait_line(
+        at,
+        "the death report",
+        |l| l.contains("killed by signal 11 (core dumped)"),
+        g.timeout(),
+    )?;
+    if core.signal != 11 {
+        return Err(format!(
+            "core event for signal {}, expected 11",
+            core.signal
+        ));
+    }
+    check_core_header(&core.data)?;
+    let path = g.scratch().join("core.signals");
+    std::fs::write(&path, &core.data).map_err(|e| format!("writing {}: {e}", path.display()))?;
+    let image = spindle_runner::images::image_artifact("signals");
+    let commands = [
+        "info threads",
+        "thread apply all bt",
+        "p $_siginfo.si_signo",
+        "p/x $_siginfo._sifields._sigfault.si_addr",
+        "info registers rip",
+    ];
+    let Some(report) = gdb_batch(&image, &path, &commands)? else {
+        println!("ctl fatal fault: skipping the gdb part: gdb is not installed");
+        return Ok(());
+    };
+    let out = &report.output;
+    let wanted = [
+        "Program terminated with signal SIGSEGV".to_string(),
+        "$1 = 11".to_string(),
+        format!("$2 = {address:#x}"),
+        // The faulting thread comes first, stopped in the faulting function.
+        "[Current thread is 1 (LWP".to_string(),
+        "rip            0x".to_string(),
+        "<signals::faults::".to_string(),
+    ];
+    let missing: Vec<&String> = wanted
+        .iter()
+        .filter(|w| !out.contains(w.as_str()))
+        .collect();
+    // Two user threads (main waiting to join, the faulter); the two
+    // kernel-only LWPs are not in the core.
+    if !missing.is_empty() || report.threads != 2 {
+        return Err(format!(
+            "gdb on the fault core: missing {missing:?}, {} threads (expected 2):\n{out}",
+            report.threads
+        ));
+    }
+    Ok(())
 }
 
 /// ps, lwps, pstack, gcore (and gdb on the core), then bad input.

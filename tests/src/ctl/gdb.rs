@@ -66,6 +66,16 @@ pub fn count_info_threads(output: &str) -> usize {
 /// Runs `gdb -batch -nx IMAGE CORE -ex 'info threads' -ex 'thread apply
 /// all bt'`; `Ok(None)` when gdb is not installed.
 pub fn gdb_on_core(image: &Path, core: &Path) -> Result<Option<GdbReport>, String> {
+    gdb_batch(image, core, &["info threads", "thread apply all bt"])
+}
+
+/// Runs `gdb -batch -nx IMAGE CORE` with `commands` (each an `-ex`);
+/// `Ok(None)` when gdb is not installed.
+pub fn gdb_batch(
+    image: &Path,
+    core: &Path,
+    commands: &[&str],
+) -> Result<Option<GdbReport>, String> {
     let on_path = std::env::var_os("PATH")
         .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join("gdb").is_file()));
     if !on_path {
@@ -75,7 +85,7 @@ pub fn gdb_on_core(image: &Path, core: &Path) -> Result<Option<GdbReport>, Strin
         .args(["-batch", "-nx"])
         .arg(image)
         .arg(core)
-        .args(["-ex", "info threads", "-ex", "thread apply all bt"])
+        .args(commands.iter().flat_map(|command| ["-ex", command]))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
