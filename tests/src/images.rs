@@ -2,14 +2,72 @@
 //! have printed and how it must have ended. Pure functions of an
 //! `ImageResult`, unit-tested below with sample logs.
 
-use crate::describe;
+use crate::{SharedBoot, describe};
+use libtest_mimic::{Arguments, Failed, Trial};
 use spindle_runner::guest::GuestOutcome;
-use spindle_runner::images::{ImageResult, MemoryFigures, ProcessEnd};
+use spindle_runner::images::{self, ImageBoot, ImageResult, MemoryFigures, ProcessEnd};
+use std::sync::Arc;
+
+/// A verdict on one boot.
+pub type Judge = Box<dyn Fn(&ImageResult) -> Result<(), String> + Send + Sync>;
+
+/// One trial: a boot and the verdict on it.
+pub struct Case {
+    pub name: String,
+    pub boot: ImageBoot,
+    pub judge: Judge,
+}
+
+/// Runs a suite of image trials: one boot per trial, the boots of the
+/// selected trials all started at once, each in its own thread (which owns
+/// its QEMU). A failed `plan` becomes one failing trial `setup::<suite>`.
+pub fn run_cases(suite: &str, plan: Result<Vec<Case>, String>) -> ! {
+    let args = Arguments::from_args();
+    let cases = match plan {
+        Ok(cases) => cases,
+        Err(e) => {
+            let trial = Trial::test(format!("setup::{suite}"), move || {
+                Err(Failed::from(e.clone()))
+            });
+            libtest_mimic::run(&args, vec![trial]).exit();
+        }
+    };
+    let mut trials = Vec::new();
+    let mut boots = Vec::new();
+    for Case { name, boot, judge } in cases {
+        let shared = SharedBoot::new(move || {
+            images::run_image(&boot)
+                .map(|r| r.guest.clone())
+                .map_err(|e| format!("{e:#}"))
+        });
+        let b = Arc::clone(&shared);
+        trials.push(Trial::test(&name, move || {
+            let r = b.wait();
+            let guest = r.as_ref().as_ref().map_err(String::clone)?;
+            let result = ImageResult {
+                guest: guest.clone(),
+                process: images::parse_process_log(&guest.log),
+            };
+            judge(&result).map_err(Failed::from)
+        }));
+        boots.push((shared, name));
+    }
+    for (boot, name) in &boots {
+        let wanted = trials
+            .iter()
+            .any(|t| t.name() == name && !args.is_filtered_out(t) && !args.is_ignored(t));
+        if wanted && !args.list {
+            boot.start();
+        }
+    }
+    libtest_mimic::run(&args, trials).exit();
+}
 
 /// Markers of a kernel that fell over.
 const KERNEL_FAILURES: [&str; 2] = ["KERNEL PANIC:", "KERNEL FAULT:"];
 
-fn kernel_failure(r: &ImageResult) -> Option<&'static str> {
+/// The marker of a kernel failure in the guest's log, if there is one.
+pub fn kernel_failure(r: &ImageResult) -> Option<&'static str> {
     KERNEL_FAILURES
         .into_iter()
         .find(|m| r.guest.log.contains(m))
@@ -196,17 +254,25 @@ pub fn judge_worker_exits(r: &ImageResult, runs: usize, status: i32) -> Result<(
             run + 1
         ));
     }
+    memory_returns_each_run(r, runs).or_else(fail)
+}
+
+/// Memory over `runs` runs of a process: from run 2 on, the free frames
+/// after each run equal those before it, and the heap after the last run
+/// is within `HEAP_SLACK_BYTES` of its figure after run 2 (the first run
+/// fills the kernel's caches).
+pub fn memory_returns_each_run(r: &ImageResult, runs: usize) -> Result<(), String> {
     let (before, after) = (&r.process.memory_before, &r.process.memory_after);
-    if before.len() != runs || after.len() != runs {
-        return fail(format!(
-            "expected {runs} memory figures before and after, saw {} and {}",
+    if before.len() != runs || after.len() != runs || runs < 2 {
+        return Err(format!(
+            "expected {runs} (at least 2) memory figures before and after, saw {} and {}",
             before.len(),
             after.len()
         ));
     }
     for run in 1..runs {
         if before[run].free_frames != after[run].free_frames {
-            return fail(format!(
+            return Err(format!(
                 "run {}: {} free frames before the process, {} after it: frames lost",
                 run + 1,
                 before[run].free_frames,
@@ -214,11 +280,11 @@ pub fn judge_worker_exits(r: &ImageResult, runs: usize, status: i32) -> Result<(
             ));
         }
     }
-    // Heap: after twenty more runs, within `HEAP_SLACK_BYTES` of run 2.
     let (settled, last) = (after[1].heap_bytes, after[runs - 1].heap_bytes);
     if last > settled + HEAP_SLACK_BYTES {
-        return fail(format!(
-            "heap after run {runs} is {last} bytes, {} above run 2's {settled}: the heap grows",
+        let heaps: Vec<u64> = after.iter().map(|m| m.heap_bytes).collect();
+        return Err(format!(
+            "heap after run {runs} is {last} bytes, {} above run 2's {settled}: the heap grows; figures after each run: {heaps:?}",
             last - settled
         ));
     }

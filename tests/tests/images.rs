@@ -10,18 +10,15 @@
 //! `spindle_runner::images`): without it every trial here fails, saying
 //! what was missing from the log.
 
-use libtest_mimic::{Arguments, Failed, Trial};
 use spindle_runner::guest::RunLimits;
 use spindle_runner::images::{self, ImageBoot, ImageResult, corrupt};
 use spindle_runner::kbuild::{Profile, build_kernel};
 use spindle_runner::{QemuConfig, setup};
-use spindle_tests::SharedBoot;
 use spindle_tests::images::{
-    judge_empty_initrd, judge_killed, judge_prefixes, judge_refused, judge_respawn, judge_run,
-    judge_worker_exits,
+    Case, Judge, judge_empty_initrd, judge_killed, judge_prefixes, judge_refused, judge_respawn,
+    judge_run, judge_worker_exits, run_cases,
 };
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// The fuzzer's seed in the suite (any fixed value replays exactly).
@@ -31,54 +28,8 @@ const WORKER_RESPAWN: usize = 20;
 /// `hello` runs 1 + RESPAWN times in the respawn trial.
 const RESPAWN: usize = 200;
 
-type Judge = Box<dyn Fn(&ImageResult) -> Result<(), String> + Send + Sync>;
-
-/// One trial: a boot and the verdict on it.
-struct Case {
-    name: String,
-    boot: ImageBoot,
-    judge: Judge,
-}
-
 fn main() {
-    let args = Arguments::from_args();
-    let cases = match plan() {
-        Ok(c) => c,
-        Err(e) => {
-            let trial = Trial::test("setup::images", move || Err(Failed::from(e.clone())));
-            libtest_mimic::run(&args, vec![trial]).exit();
-        }
-    };
-    let mut trials = Vec::new();
-    let mut boots = Vec::new();
-    for case in cases {
-        let Case { name, boot, judge } = case;
-        let shared = SharedBoot::new(move || {
-            images::run_image(&boot)
-                .map(|r| r.guest.clone())
-                .map_err(|e| format!("{e:#}"))
-        });
-        let b = Arc::clone(&shared);
-        trials.push(Trial::test(&name, move || {
-            let r = b.wait();
-            let guest = r.as_ref().as_ref().map_err(String::clone)?;
-            let result = ImageResult {
-                guest: guest.clone(),
-                process: images::parse_process_log(&guest.log),
-            };
-            judge(&result).map_err(Failed::from)
-        }));
-        boots.push((shared, name));
-    }
-    for (boot, name) in &boots {
-        let wanted = trials
-            .iter()
-            .any(|t| t.name() == name && !args.is_filtered_out(t) && !args.is_ignored(t));
-        if wanted && !args.list {
-            boot.start();
-        }
-    }
-    libtest_mimic::run(&args, trials).exit();
+    run_cases("images", plan())
 }
 
 fn words(v: &[&str]) -> Vec<String> {

@@ -21,76 +21,22 @@
 //! per trial; the boots of the selected trials all start at once, each in
 //! its own thread (which owns its QEMU), as in `images.rs`.
 
-use libtest_mimic::{Arguments, Failed, Trial};
 use spindle_runner::guest::{GuestOutcome, RunLimits};
-use spindle_runner::images::MemoryFigures;
 use spindle_runner::images::{self, ImageBoot, ImageResult, ProcessEnd};
 use spindle_runner::kbuild::{Profile, build_kernel};
 use spindle_runner::{QemuConfig, setup};
-use spindle_tests::images::{HEAP_SLACK_BYTES, judge_prefixes, judge_run};
-use spindle_tests::{SharedBoot, describe};
-use std::sync::Arc;
+use spindle_tests::describe;
+use spindle_tests::images::{
+    Case, Judge, judge_prefixes, judge_run, kernel_failure, memory_returns_each_run, run_cases,
+};
 
 /// Kernel-only workers placed in every process.
 const KWORKERS: &str = "test.kworkers=2";
 /// The leak trial runs the faulting image 1 + RESPAWN times.
 const RESPAWN: usize = 200;
-/// Markers of a kernel that fell over.
-const KERNEL_FAILURES: [&str; 2] = ["KERNEL PANIC:", "KERNEL FAULT:"];
-
-type Judge = Box<dyn Fn(&ImageResult) -> Result<(), String> + Send + Sync>;
-
-/// One trial: a boot and the verdict on it.
-struct Case {
-    name: String,
-    boot: ImageBoot,
-    judge: Judge,
-}
 
 fn main() {
-    let args = Arguments::from_args();
-    let cases = match plan() {
-        Ok(c) => c,
-        Err(e) => {
-            let trial = Trial::test("setup::signals", move || Err(Failed::from(e.clone())));
-            libtest_mimic::run(&args, vec![trial]).exit();
-        }
-    };
-    let mut trials = Vec::new();
-    let mut boots = Vec::new();
-    for Case { name, boot, judge } in cases {
-        let shared = SharedBoot::new(move || {
-            images::run_image(&boot)
-                .map(|r| r.guest.clone())
-                .map_err(|e| format!("{e:#}"))
-        });
-        let b = Arc::clone(&shared);
-        trials.push(Trial::test(&name, move || {
-            let r = b.wait();
-            let guest = r.as_ref().as_ref().map_err(String::clone)?;
-            let result = ImageResult {
-                guest: guest.clone(),
-                process: images::parse_process_log(&guest.log),
-            };
-            judge(&result).map_err(Failed::from)
-        }));
-        boots.push((shared, name));
-    }
-    for (boot, name) in &boots {
-        let wanted = trials
-            .iter()
-            .any(|t| t.name() == name && !args.is_filtered_out(t) && !args.is_ignored(t));
-        if wanted && !args.list {
-            boot.start();
-        }
-    }
-    libtest_mimic::run(&args, trials).exit();
-}
-
-fn kernel_failure(r: &ImageResult) -> Option<&'static str> {
-    KERNEL_FAILURES
-        .into_iter()
-        .find(|m| r.guest.log.contains(m))
+    run_cases("signals", plan())
 }
 
 /// Every check passed: exit status 0, a success power-off, no `FAIL`
@@ -167,26 +113,20 @@ fn judge_killed_runs(r: &ImageResult, runs: usize, signal: u32) -> Result<(), St
             r.process.dumped_core
         ));
     }
-    let (before, after) = (&r.process.memory_before, &r.process.memory_after);
-    if before.len() != runs || after.len() != runs {
+    memory_returns_each_run(r, runs).or_else(fail)?;
+    // And every run ends with the frames the first one ended with.
+    let after = &r.process.memory_after;
+    if let Some((run, m)) = after
+        .iter()
+        .enumerate()
+        .find(|(_, m)| m.free_frames != after[0].free_frames)
+    {
         return fail(format!(
-            "expected {runs} memory figures before and after, saw {} and {}",
-            before.len(),
-            after.len()
+            "free frames after run {} ({}) differ from after run 1 ({}): frames leaked",
+            run + 1,
+            m.free_frames,
+            after[0].free_frames
         ));
-    }
-    for run in 1..runs {
-        if before[run].free_frames != after[run].free_frames {
-            return fail(format!(
-                "run {}: {} free frames before the process, {} after it: frames lost",
-                run + 1,
-                before[run].free_frames,
-                after[run].free_frames
-            ));
-        }
-    }
-    if let Err(why) = frames_steady_heap_bounded(after) {
-        return fail(why);
     }
     if r.guest.outcome != GuestOutcome::Failure {
         return fail(format!(
@@ -306,35 +246,4 @@ fn plan() -> Result<Vec<Case>, String> {
             Box::new(|r: &ImageResult| judge_killed_runs(r, RESPAWN + 1, 9)),
         ),
     ])
-}
-
-/// Free frames the same after every run; the heap after the last run
-/// within `HEAP_SLACK_BYTES` of its figure after run 2. A queue reaching a
-/// larger working size shows as a one-time step of tens of bytes at a
-/// random run (seen: 64 bytes, once, around run 100 or 190); a leak of even
-/// 64 bytes per run passes the slack within the 200 runs.
-fn frames_steady_heap_bounded(after: &[MemoryFigures]) -> Result<(), String> {
-    let heaps: Vec<u64> = after.iter().map(|m| m.heap_bytes).collect();
-    if let Some((run, m)) = after
-        .iter()
-        .enumerate()
-        .find(|(_, m)| m.free_frames != after[0].free_frames)
-    {
-        return Err(format!(
-            "free frames after run {} ({}) differ from after run 1 ({}): frames leaked",
-            run + 1,
-            m.free_frames,
-            after[0].free_frames
-        ));
-    }
-    let (Some(settled), Some(last)) = (heaps.get(1), heaps.last()) else {
-        return Err(format!("too few runs to judge: {heaps:?}"));
-    };
-    if *last > settled + HEAP_SLACK_BYTES {
-        return Err(format!(
-            "heap after the last run is {last} bytes, {} above run 2's {settled}: the heap grows; figures after each run: {heaps:?}",
-            last - settled
-        ));
-    }
-    Ok(())
 }
