@@ -14,11 +14,12 @@ use x86_64::instructions::interrupts;
 use super::stop::{self, StopReason};
 use super::{
     DefaultAction, NSIG, SIG_DFL, SIG_IGN, SIGCONT, SIGKILL, SIGSEGV, SIGSTOP, SIGTSTP, SIGTTIN,
-    SIGTTOU, SigAction, SigInfo, UNBLOCKABLE, bit, code, default_action, is_signal_target, sa,
+    SIGTTOU, SigAction, SigInfo, UNBLOCKABLE, bit, code, default_action, is_running,
+    is_signal_target, sa, take_saved_mask,
 };
 use crate::arch::trap::TrapFrame;
 use crate::errno::Errno;
-use crate::proc::lwp::{Lwp, LwpState, SignalSet, flags};
+use crate::proc::lwp::{Lwp, SignalSet, flags};
 use crate::proc::{self, Process};
 use crate::{sched, uproc};
 
@@ -56,27 +57,31 @@ fn check_number(signal: u32) -> Result<(), Errno> {
     }
 }
 
-/// The side effects of arrival: `SIGCONT` drops pending stop signals and
-/// continues a signal-stopped process; a stop signal drops a pending
-/// `SIGCONT`.
-fn on_arrival(process: &Arc<Process>, signal: u32) {
+/// What every signal does as it arrives, before it is queued: nothing to
+/// a process already exiting; `SIGCONT` drops pending stop signals and
+/// continues a signal-stopped process, a stop signal drops a pending
+/// `SIGCONT`; `SIGKILL` ends the process at once. Returns whether the
+/// signal is still to be queued.
+fn arrive(process: &Arc<Process>, signal: u32) -> bool {
+    if process.is_exiting() {
+        return false;
+    }
+    if signal == SIGKILL {
+        uproc::begin_process_exit(process, SIGKILL as i32);
+        return false;
+    }
     let discard = if signal == SIGCONT {
         STOP_SIGNALS
     } else if STOP_SIGNALS.contains(signal) {
         SignalSet(bit(SIGCONT))
     } else {
-        return;
+        return true;
     };
-    {
-        let mut signals = process.signals.lock();
-        signals.pending.discard(discard);
-        for lwp in process.lwps() {
-            lwp.signals.lock().pending.discard(discard);
-        }
-    }
+    process.signals.lock().discard_everywhere(process, discard);
     if signal == SIGCONT {
         stop::resume_process(process, StopReason::Signal);
     }
+    true
 }
 
 /// A user LWP that does not hold `signal`, chosen as Linux's
@@ -88,11 +93,10 @@ fn choose_target(process: &Process, signal: u32) -> Option<Arc<Lwp>> {
         .into_iter()
         .filter(|lwp| is_signal_target(lwp) && !lwp.hold_mask().contains(signal))
         .collect();
-    let running = |lwp: &&Arc<Lwp>| matches!(lwp.state(), LwpState::OnCpu | LwpState::Runnable);
     willing
         .iter()
         .find(|lwp| lwp.id == 1)
-        .or_else(|| willing.iter().find(running))
+        .or_else(|| willing.iter().find(|lwp| is_running(lwp)))
         .or_else(|| willing.first())
         .cloned()
 }
@@ -117,12 +121,7 @@ pub fn send_to_process(process: &Arc<Process>, info: SigInfo) -> Result<(), Errn
     if process.has_flag(proc::flags::ZOMBIE) {
         return Err(Errno::ESRCH);
     }
-    if process.is_exiting() {
-        return Ok(());
-    }
-    on_arrival(process, signal);
-    if signal == SIGKILL {
-        uproc::begin_process_exit(process, SIGKILL as i32);
+    if !arrive(process, signal) {
         return Ok(());
     }
     let target = {
@@ -151,12 +150,7 @@ pub fn send_to_lwp(lwp: &Arc<Lwp>, info: SigInfo) -> Result<(), Errno> {
     if lwp.has_exited() || process.has_flag(proc::flags::ZOMBIE) {
         return Err(Errno::ESRCH);
     }
-    if process.is_exiting() {
-        return Ok(());
-    }
-    on_arrival(&process, signal);
-    if signal == SIGKILL {
-        uproc::begin_process_exit(&process, SIGKILL as i32);
+    if !arrive(&process, signal) {
         return Ok(());
     }
     let deliverable = is_signal_target(lwp) && !lwp.hold_mask().contains(signal);
@@ -331,11 +325,7 @@ pub fn on_return_to_user(frame: &mut TrapFrame, interrupted: Option<(u64, Errno)
         if let Some((number, error)) = interrupted {
             finish_interrupted_call(frame, number, error, None);
         }
-        let saved = {
-            let _signals = me.process.signals.lock();
-            me.signals.lock().saved_mask.take()
-        };
-        if let Some(mask) = saved {
+        if let Some(mask) = take_saved_mask(&me) {
             me.set_hold_mask(mask);
             mask_changed(&me);
         }
@@ -357,11 +347,7 @@ fn request_signal_stop(process: &Arc<Process>) {
 /// process with `SIGSEGV` (Linux `force_sigsegv`).
 fn run_handler(me: &Arc<Lwp>, frame: &mut TrapFrame, info: &SigInfo, action: &SigAction) {
     let in_force = me.hold_mask();
-    let saved = {
-        let _signals = me.process.signals.lock();
-        me.signals.lock().saved_mask.take()
-    };
-    let frame_mask = saved.unwrap_or(in_force);
+    let frame_mask = take_saved_mask(me).unwrap_or(in_force);
     match super::frame::build(me, frame, info, action, frame_mask) {
         Ok(()) => {
             let mut during = in_force.0 | action.mask.0;

@@ -170,26 +170,27 @@ pub fn build(
 pub fn sigreturn(lwp: &Arc<Lwp>, frame: &mut TrapFrame) -> Result<u64, Errno> {
     let frame_address = frame.rsp.wrapping_sub(8);
     let mut bytes = [0u8; FRAME_SIZE];
-    let restored = copy_from_user(&mut bytes, frame_address).and_then(|()| {
-        let word = |index: usize| get(&bytes, MCONTEXT_OFFSET + index * 8);
-        let (rsp, rip) = (word(15), word(16));
-        if rsp >= USER_END || rip >= USER_END {
+    let word = |bytes: &[u8; FRAME_SIZE], index: usize| get(bytes, MCONTEXT_OFFSET + index * 8);
+    let fpu_image = copy_from_user(&mut bytes, frame_address).and_then(|()| {
+        if word(&bytes, 15) >= USER_END || word(&bytes, 16) >= USER_END {
+            // rsp or rip outside user space: `iretq` would fault in the
+            // kernel, or user mode would run kernel addresses.
             return Err(Errno::EFAULT);
         }
-        let fpu_address = word(23);
-        let mut image = [0u8; 512];
-        if fpu_address != 0 {
-            copy_from_user(&mut image, fpu_address)?;
-        } else {
-            image = fpu::FpuState::initial().bytes();
+        match word(&bytes, 23) {
+            0 => Ok(fpu::FpuState::initial().bytes()),
+            address => {
+                let mut image = [0u8; 512];
+                copy_from_user(&mut image, address)?;
+                Ok(image)
+            }
         }
-        Ok((image, word(0)))
     });
-    let Ok((image, _)) = restored else {
+    let Ok(fpu_image) = fpu_image else {
         super::force_fault(SigInfo::from_sender(SIGSEGV, code::SI_KERNEL, 0));
         return Ok(frame.rax);
     };
-    let word = |index: usize| get(&bytes, MCONTEXT_OFFSET + index * 8);
+    let word = |index: usize| word(&bytes, index);
     frame.r8 = word(0);
     frame.r9 = word(1);
     frame.r10 = word(2);
@@ -208,7 +209,7 @@ pub fn sigreturn(lwp: &Arc<Lwp>, frame: &mut TrapFrame) -> Result<u64, Errno> {
     frame.rsp = word(15);
     frame.rip = word(16);
     frame.rflags = (frame.rflags & !USER_FLAGS) | (word(17) & USER_FLAGS);
-    fpu::load_live(&image);
+    fpu::load_live(&fpu_image);
 
     let mask = get(&bytes, SIGMASK_OFFSET) & !UNBLOCKABLE.0;
     lwp.set_hold_mask(SignalSet(mask));

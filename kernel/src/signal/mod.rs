@@ -349,6 +349,17 @@ impl Default for ProcessSignals {
     }
 }
 
+impl ProcessSignals {
+    /// Drops every pending instance of `set`, the process's and each of
+    /// `process`'s LWPs' (arrival of `SIGCONT`/stop signals, `SIG_IGN`).
+    pub fn discard_everywhere(&mut self, process: &Process, set: SignalSet) {
+        self.pending.discard(set);
+        for lwp in process.lwps() {
+            lwp.signals.lock().pending.discard(set);
+        }
+    }
+}
+
 /// An LWP's signal state, under its process's signal lock.
 #[derive(Debug, Default)]
 pub struct LwpSignals {
@@ -375,6 +386,14 @@ fn is_signal_target(lwp: &Lwp) -> bool {
     lwp.has_flag(flags::USER) && !lwp.has_flag(flags::KTHREAD) && !lwp.has_exited()
 }
 
+/// Whether `lwp` is on a CPU or waiting for one.
+fn is_running(lwp: &Lwp) -> bool {
+    matches!(
+        lwp.state(),
+        crate::proc::lwp::LwpState::OnCpu | crate::proc::lwp::LwpState::Runnable
+    )
+}
+
 /// The representative LWP of `process` (illumos `prchoose`): a user LWP,
 /// never a kernel-only one, even when every user LWP is blocked. Prefers
 /// one that is running or runnable, then one that does not hold every
@@ -385,11 +404,9 @@ pub fn representative(process: &Process) -> Option<Arc<Lwp>> {
         .into_iter()
         .filter(|lwp| is_signal_target(lwp))
         .collect();
-    use crate::proc::lwp::LwpState;
-    let running = |lwp: &&Arc<Lwp>| matches!(lwp.state(), LwpState::OnCpu | LwpState::Runnable);
     candidates
         .iter()
-        .find(running)
+        .find(|lwp| is_running(lwp))
         .or_else(|| {
             candidates
                 .iter()
@@ -414,23 +431,30 @@ pub fn take_pending(lwp: &Lwp, wanted: SignalSet) -> Option<SigInfo> {
     own.or_else(|| signals.pending.take(wanted))
 }
 
+/// Runs `f` on `lwp`'s own signal state, with the locks in their order.
+fn with_lwp_signals<R>(lwp: &Lwp, f: impl FnOnce(&mut LwpSignals) -> R) -> R {
+    let _signals = lwp.process.signals.lock();
+    f(&mut lwp.signals.lock())
+}
+
 /// Records the mask `rt_sigsuspend` replaced, put back once a handler's
 /// frame has saved it or no handler ran.
 pub fn set_saved_mask(lwp: &Lwp, mask: SignalSet) {
-    let _signals = lwp.process.signals.lock();
-    lwp.signals.lock().saved_mask = Some(mask);
+    with_lwp_signals(lwp, |own| own.saved_mask = Some(mask));
+}
+
+fn take_saved_mask(lwp: &Lwp) -> Option<SignalSet> {
+    with_lwp_signals(lwp, |own| own.saved_mask.take())
 }
 
 /// Records where an interrupted sleep should end when `restart_syscall`
 /// continues it: the deadline and the user's `rem` pointer (or 0).
 pub fn set_restart(lwp: &Lwp, deadline: u64, remaining: u64) {
-    let _signals = lwp.process.signals.lock();
-    lwp.signals.lock().restart = Some((deadline, remaining));
+    with_lwp_signals(lwp, |own| own.restart = Some((deadline, remaining)));
 }
 
 pub fn take_restart(lwp: &Lwp) -> Option<(u64, u64)> {
-    let _signals = lwp.process.signals.lock();
-    lwp.signals.lock().restart.take()
+    with_lwp_signals(lwp, |own| own.restart.take())
 }
 
 /// Writes a core file of a process whose user LWPs are all parked (the

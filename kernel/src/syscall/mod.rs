@@ -66,10 +66,7 @@ pub extern "C" fn dispatch(frame: &mut TrapFrame) {
     };
     frame.rax = match result {
         Ok(value) => value,
-        Err(error) if interrupted.is_some() => {
-            let _ = error;
-            (-(Errno::EINTR.code() as i64)) as u64
-        }
+        Err(_) if interrupted.is_some() => (-(Errno::EINTR.code() as i64)) as u64,
         Err(error) => (-(error.code() as i64)) as u64,
     };
     crate::signal::on_return_to_user(frame, interrupted);

@@ -9,13 +9,12 @@
 use alloc::sync::Arc;
 
 use super::SysResult;
-use super::time::read_timespec;
+use super::time::{read_timespec, sleep_until};
 use crate::arch::trap::TrapFrame;
 use crate::errno::Errno;
 use crate::mm::usercopy::{copy_from_user, copy_to_user};
-use crate::proc::lwp::{Lwp, SignalSet, WakeReason};
+use crate::proc::lwp::{Lwp, SignalSet};
 use crate::signal::{self, SIGACTION_SIZE, SigAction, SigInfo, UNBLOCKABLE, code};
-use crate::sync::{Condvar, Mutex};
 use crate::{sched, time};
 
 /// The only `sigsetsize` x86_64 Linux accepts.
@@ -67,11 +66,7 @@ pub fn rt_sigaction(signal: u64, action: u64, old_action: u64, set_size: u64) ->
             // A signal now ignored is dropped wherever it is pending, held
             // or not (POSIX).
             if signal::is_ignored(&new, signal) {
-                let dropped = SignalSet(signal::bit(signal));
-                signals.pending.discard(dropped);
-                for lwp in process.lwps() {
-                    lwp.signals.lock().pending.discard(dropped);
-                }
+                signals.discard_everywhere(&process, SignalSet(signal::bit(signal)));
             }
         }
         old
@@ -238,34 +233,8 @@ pub fn rt_sigpending(set: u64, set_size: u64) -> SysResult {
     Ok(0)
 }
 
-static NEVER: Mutex<()> = Mutex::new(());
-static NEVER_NOTIFIED: Condvar = Condvar::new();
-
-/// Sleeps until interrupted (a deliverable signal, a stop, the exit), or
-/// until `deadline` if given. Returns whether the deadline passed.
-fn sleep_until_interrupted(deadline: Option<u64>) -> bool {
-    loop {
-        let guard = NEVER.lock();
-        let reason = match deadline {
-            Some(deadline) => {
-                let now = time::now_ns();
-                if now >= deadline {
-                    return true;
-                }
-                NEVER_NOTIFIED
-                    .wait_timeout_interruptible(guard, deadline - now)
-                    .1
-            }
-            None => NEVER_NOTIFIED.wait_interruptible(guard).1,
-        };
-        if reason == WakeReason::Interrupted {
-            return false;
-        }
-    }
-}
-
 pub fn pause() -> SysResult {
-    sleep_until_interrupted(None);
+    let _ = sleep_until(None);
     Err(Errno::ERESTARTNOHAND)
 }
 
@@ -277,7 +246,7 @@ pub fn rt_sigsuspend(mask: u64, set_size: u64) -> SysResult {
     me.set_hold_mask(mask);
     signal::deliver_mask_changed(&me);
     drop(me);
-    sleep_until_interrupted(None);
+    let _ = sleep_until(None);
     Err(Errno::ERESTARTNOHAND)
 }
 
@@ -290,26 +259,25 @@ pub fn rt_sigtimedwait(set: u64, info: u64, timeout: u64, set_size: u64) -> SysR
         None
     };
     let me = sched::current();
-    let held = me.hold_mask();
-    let mut taken = signal::take_pending(&me, wanted);
-    if taken.is_none() {
-        // The waited-for signals are unheld while waiting, so that they
-        // choose (and wake) this LWP; whatever arrives is taken here.
-        me.set_hold_mask(SignalSet(held.0 & !wanted.0));
-        signal::deliver_mask_changed(&me);
-        let timed_out = sleep_until_interrupted(deadline);
-        me.set_hold_mask(held);
-        taken = signal::take_pending(&me, wanted);
-        signal::deliver_mask_changed(&me);
-        if taken.is_none() {
-            return Err(if timed_out {
-                Errno::EAGAIN
-            } else {
-                Errno::EINTR
-            });
+    let taken = match signal::take_pending(&me, wanted) {
+        Some(taken) => taken,
+        None => {
+            // The waited-for signals are unheld while waiting, so that they
+            // choose (and wake) this LWP; whatever arrives is taken here.
+            let held = me.hold_mask();
+            me.set_hold_mask(SignalSet(held.0 & !wanted.0));
+            signal::deliver_mask_changed(&me);
+            let timed_out = sleep_until(deadline).is_ok();
+            me.set_hold_mask(held);
+            let taken = signal::take_pending(&me, wanted);
+            signal::deliver_mask_changed(&me);
+            match taken {
+                Some(taken) => taken,
+                None if timed_out => return Err(Errno::EAGAIN),
+                None => return Err(Errno::EINTR),
+            }
         }
-    }
-    let taken = taken.expect("taken above");
+    };
     if info != 0 {
         copy_to_user(info, &taken.to_bytes())?;
     }

@@ -89,18 +89,26 @@ pub fn gettimeofday(timeval: u64, _timezone: u64) -> SysResult {
 static NEVER: Mutex<()> = Mutex::new(());
 static NEVER_NOTIFIED: Condvar = Condvar::new();
 
-/// Sleeps until the monotonic `deadline` unless interrupted (then the time
-/// left).
-fn sleep_until(deadline: u64) -> Result<(), u64> {
+/// Sleeps interruptibly until the monotonic `deadline` (forever without
+/// one). `Ok` once the deadline has passed; interrupted (a signal, a stop,
+/// the exit), `Err` with the time that was left (0 without a deadline).
+pub fn sleep_until(deadline: Option<u64>) -> Result<(), u64> {
     loop {
-        let now = time::now_ns();
-        if now >= deadline {
-            return Ok(());
-        }
         let guard = NEVER.lock();
-        let (_guard, why) = NEVER_NOTIFIED.wait_timeout_interruptible(guard, deadline - now);
+        let why = match deadline {
+            Some(deadline) => {
+                let now = time::now_ns();
+                if now >= deadline {
+                    return Ok(());
+                }
+                NEVER_NOTIFIED
+                    .wait_timeout_interruptible(guard, deadline - now)
+                    .1
+            }
+            None => NEVER_NOTIFIED.wait_interruptible(guard).1,
+        };
         if why == WakeReason::Interrupted {
-            return Err(deadline.saturating_sub(time::now_ns()));
+            return Err(deadline.map_or(0, |deadline| deadline.saturating_sub(time::now_ns())));
         }
     }
 }
@@ -108,7 +116,7 @@ fn sleep_until(deadline: u64) -> Result<(), u64> {
 /// Sleeps `nanoseconds` unless interrupted: `ERESTARTNOHAND` then (the
 /// call starts again unless a handler ran, which makes it `EINTR`).
 pub fn sleep_interruptibly(nanoseconds: u64) -> Result<(), Errno> {
-    sleep_until(time::now_ns().saturating_add(nanoseconds)).map_err(|_| Errno::ERESTARTNOHAND)
+    sleep_until(Some(time::now_ns().saturating_add(nanoseconds))).map_err(|_| Errno::ERESTARTNOHAND)
 }
 
 /// A relative sleep to `deadline` (`nanosleep`, `restart_syscall`):
@@ -116,7 +124,7 @@ pub fn sleep_interruptibly(nanoseconds: u64) -> Result<(), Errno> {
 /// ends with `ERESTART_RESTARTBLOCK`, so it continues to the same deadline
 /// unless a handler ran (then `EINTR`).
 pub fn sleep_to_deadline(deadline: u64, remaining: u64) -> SysResult {
-    match sleep_until(deadline) {
+    match sleep_until(Some(deadline)) {
         Ok(()) => Ok(0),
         Err(left) => {
             if remaining != 0 {
