@@ -11,6 +11,7 @@ pub mod context;
 pub mod cpu_features;
 pub mod fpu;
 pub mod gdt;
+pub mod irq;
 pub mod percpu;
 pub mod pit;
 pub mod rtc;

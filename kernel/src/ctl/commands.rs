@@ -37,6 +37,7 @@ const HELP: &[&str] = &[
     "gcore PID",
     "kill -SIG PID",
     "stats",
+    "rings",
     "help",
 ];
 
@@ -51,6 +52,7 @@ enum Command {
     Gcore(Pid),
     Kill { signal: u32, pid: Pid },
     Stats,
+    Rings,
     Help,
 }
 
@@ -72,11 +74,12 @@ fn parse_command(line: &str) -> Result<Command, String> {
         _ => Err(format!("usage: {usage}")),
     };
     let command = match name {
-        "ps" | "stats" | "help" if !arguments.is_empty() => {
+        "ps" | "stats" | "rings" | "help" if !arguments.is_empty() => {
             return Err(format!("usage: {name}"));
         }
         "ps" => Command::Ps,
         "stats" => Command::Stats,
+        "rings" => Command::Rings,
         "help" => Command::Help,
         "lwps" => match arguments {
             [] => Command::Lwps(None),
@@ -125,6 +128,7 @@ pub fn answer(line: &str) -> Option<String> {
         Command::Gcore(pid) => return gcore(pid).err().map(|message| error_line(&message)),
         Command::Kill { signal, pid } => kill(&mut json, signal, pid),
         Command::Stats => stats(&mut json),
+        Command::Rings => rings(&mut json),
         Command::Help => {
             json.begin_array();
             for entry in HELP {
@@ -364,6 +368,73 @@ fn stats(json: &mut JsonWriter) -> Result<(), String> {
         .key("processes")
         .unsigned(processes as u64)
         .end_object();
+    Ok(())
+}
+
+/// Every ring of every process's network attachment, with its counters.
+fn rings(json: &mut JsonWriter) -> Result<(), String> {
+    use crate::net::ring::request;
+    json.begin_array();
+    for process in proc::all() {
+        let Some(attachment) = process.net.lock().clone() else {
+            continue;
+        };
+        for ring in &attachment.rings {
+            let view = ring.view();
+            let mut requests = String::new();
+            for (bit, name) in [
+                (request::START, "start"),
+                (request::STOP, "stop"),
+                (request::PAUSE, "pause"),
+            ] {
+                if view.requests & bit != 0 {
+                    if !requests.is_empty() {
+                        requests.push(',');
+                    }
+                    requests.push_str(name);
+                }
+            }
+            let counters = &ring.counters;
+            let load = |counter: &::core::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
+            json.begin_object()
+                .key("pid")
+                .unsigned(u64::from(process.pid))
+                .key("name")
+                .string(&ring.name)
+                .key("kind")
+                .string(match ring.kind {
+                    crate::net::ring::RingKind::Rx => "rx",
+                    crate::net::ring::RingKind::Tx => "tx",
+                })
+                .key("state")
+                .string(view.state.name())
+                .key("requests")
+                .string(&requests)
+                .key("worker");
+            match view.worker {
+                Some(id) => json.unsigned(u64::from(id)),
+                None => json.null(),
+            };
+            json.key("interrupts_via")
+                .string(attachment.device.interrupt_kind())
+                .key("frames")
+                .unsigned(load(&counters.frames))
+                .key("bytes")
+                .unsigned(load(&counters.bytes))
+                .key("kicks")
+                .unsigned(load(&counters.kicks))
+                .key("interrupts")
+                .unsigned(load(&counters.interrupts))
+                .key("suppressed")
+                .unsigned(load(&counters.suppressed))
+                .key("drops")
+                .unsigned(load(&counters.drops))
+                .key("in_flight")
+                .unsigned(load(&counters.in_flight))
+                .end_object();
+        }
+    }
+    json.end_array();
     Ok(())
 }
 

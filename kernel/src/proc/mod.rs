@@ -90,6 +90,9 @@ pub struct Process {
     auxv: IrqSpinLock<Vec<(u64, u64)>>,
     /// `RLIMIT_CORE`: 0 means no core files.
     core_limit: AtomicU64,
+    /// The network attachment, made by the first network call
+    /// (`net::attach`); dropped by the teardown after the last LWP left.
+    pub net: Mutex<Option<Arc<crate::net::Attachment>>>,
 }
 
 /// `termination` before anything decided it.
@@ -134,6 +137,7 @@ impl Process {
             stop_changed: Condvar::new(),
             auxv: IrqSpinLock::new(Vec::new()),
             core_limit: AtomicU64::new(u64::MAX),
+            net: Mutex::new(None),
         }
     }
 

@@ -11,10 +11,12 @@
 
 pub mod biglock;
 mod condvar;
+mod doorbell;
 mod mutex;
 
 pub use condvar::Condvar;
-pub use mutex::Mutex;
+pub use doorbell::Doorbell;
+pub use mutex::{Mutex, MutexGuard};
 
 use core::ops::{Deref, DerefMut};
 

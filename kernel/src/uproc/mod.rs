@@ -365,6 +365,10 @@ fn teardown(process: &Arc<Process>) {
     for lwp in process.take_departed() {
         kthread::wait_until_off_cpu(&lwp);
     }
+    // The workers are gone: the device is reset and the stack and its
+    // sockets are freed with the attachment.
+    let attachment = process.net.lock().take();
+    drop(attachment);
     let vm = process.vm.lock().take();
     process.set_cr3(0);
     if let Some(vm) = vm {

@@ -1,0 +1,587 @@
+//! Rings and their workers: each virtqueue of the attachment is serviced
+//! by one kernel-only LWP of the owning process (viona's model, see
+//! docs/network.md and shared/reference/viona-model.md).
+//!
+//! Owns per ring: `control` (a sleeping `Mutex`: state, requests, the
+//! worker; after the stack lock in the lock order), `changed` (notified
+//! under `control` on every state change), the `doorbell` (rung by
+//! requests, interrupts and kicks; latched, so nothing rung between a
+//! worker's last look and its sleep is lost), and the counters (atomics).
+//! The virtqueue itself belongs to the worker's stack frame once the
+//! worker exists: nothing else touches it.
+//!
+//! States `RESET -> SETUP -> INIT -> RUN -> STOP -> RESET`. Only `init`
+//! changes the state while no worker exists (`RESET -> SETUP`); from then
+//! on only the worker does. Requests: `START`, `STOP`, `PAUSE`. The bail
+//! check (stop requested, pause requested unless asking about stop only,
+//! or the process exiting) runs every `BAIL_BATCH` frames and before every
+//! sleep; a stopped process parks a worker at the same points.
+
+use alloc::string::String;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use spindle_drivers::virtio_net::{self, Received, RingError, RxRing, TxRing};
+
+use super::hal::KernelHal;
+use super::stack::Stack;
+use super::Device;
+use crate::compat::illumos;
+use crate::errno::Errno;
+use crate::proc::Process;
+use crate::proc::lwp::{Lwp, SignalSet};
+use crate::sched;
+use crate::sync::{Condvar, Doorbell, Mutex};
+use crate::time;
+
+/// Frames between two bail checks.
+pub const BAIL_BATCH: usize = 32;
+/// How long the TX worker waits for the device to finish its last frames.
+const FLUSH_NS: u64 = 200_000_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RingState {
+    Reset,
+    Setup,
+    Init,
+    Run,
+    Stop,
+}
+
+impl RingState {
+    pub fn name(self) -> &'static str {
+        match self {
+            RingState::Reset => "RESET",
+            RingState::Setup => "SETUP",
+            RingState::Init => "INIT",
+            RingState::Run => "RUN",
+            RingState::Stop => "STOP",
+        }
+    }
+}
+
+/// Request bits.
+pub mod request {
+    pub const START: u32 = 1 << 0;
+    pub const STOP: u32 = 1 << 1;
+    pub const PAUSE: u32 = 1 << 2;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RingKind {
+    Rx,
+    Tx,
+}
+
+/// Per-ring counters, as `ctl rings` shows them.
+#[derive(Default)]
+pub struct Counters {
+    /// Frames received (RX) or sent (TX).
+    pub frames: AtomicU64,
+    pub bytes: AtomicU64,
+    /// Notifications this ring sent to the device.
+    pub kicks: AtomicU64,
+    /// Interrupts the device raised for this ring.
+    pub interrupts: AtomicU64,
+    /// RX: frames taken while the device's interrupts were suppressed;
+    /// TX: device notifications skipped because the device suppressed them.
+    pub suppressed: AtomicU64,
+    /// Frames dropped: malformed from the device, or no room in a queue.
+    pub drops: AtomicU64,
+    /// Buffers the device holds now.
+    pub in_flight: AtomicU64,
+}
+
+fn add(counter: &AtomicU64, value: u64) {
+    counter.fetch_add(value, Ordering::Relaxed);
+}
+
+struct Control {
+    state: RingState,
+    requests: u32,
+    worker: Option<Arc<Lwp>>,
+}
+
+pub struct Ring {
+    pub name: String,
+    pub kind: RingKind,
+    control: Mutex<Control>,
+    changed: Condvar,
+    pub doorbell: Arc<Doorbell>,
+    pub counters: Counters,
+}
+
+/// A snapshot for `ctl rings`.
+pub struct RingView {
+    pub state: RingState,
+    pub requests: u32,
+    pub worker: Option<u32>,
+}
+
+impl Ring {
+    pub fn new(name: String, kind: RingKind, doorbell: Arc<Doorbell>) -> Ring {
+        Ring {
+            name,
+            kind,
+            control: Mutex::new(Control {
+                state: RingState::Reset,
+                requests: 0,
+                worker: None,
+            }),
+            changed: Condvar::new(),
+            doorbell,
+            counters: Counters::default(),
+        }
+    }
+
+    pub fn view(&self) -> RingView {
+        let control = self.control.lock();
+        RingView {
+            state: control.state,
+            requests: control.requests,
+            worker: control.worker.as_ref().map(|lwp| lwp.id),
+        }
+    }
+
+    pub fn state(&self) -> RingState {
+        self.control.lock().state
+    }
+
+    /// Sets request bits and rings the worker's doorbell (after the bits
+    /// are in place, so the worker cannot miss them).
+    pub fn request(&self, bits: u32) {
+        self.control.lock().requests |= bits;
+        self.doorbell.ring();
+    }
+
+    /// Counts a device interrupt and wakes the worker. Interrupt context.
+    pub fn on_interrupt(&self) {
+        add(&self.counters.interrupts, 1);
+        self.doorbell.ring();
+    }
+
+    /// Waits until the ring is in `state` or `timeout_ns` passed; returns
+    /// whether it got there.
+    pub fn wait_for_state(&self, state: RingState, timeout_ns: u64) -> bool {
+        let deadline = time::now_ns().saturating_add(timeout_ns);
+        let mut control = self.control.lock();
+        while control.state != state {
+            let now = time::now_ns();
+            if now >= deadline {
+                return false;
+            }
+            control = self.changed.wait_timeout(control, deadline - now).0;
+        }
+        true
+    }
+
+    /// Resets the ring from outside: asks the worker to stop and waits for
+    /// `RESET` (bounded by `timeout_ns`).
+    pub fn reset(&self, timeout_ns: u64) -> bool {
+        if self.state() == RingState::Reset {
+            return true;
+        }
+        self.request(request::STOP);
+        self.wait_for_state(RingState::Reset, timeout_ns)
+    }
+
+    /// The worker's state change (only the worker calls this once it
+    /// exists). Broadcasts under the ring lock.
+    fn set_state(&self, state: RingState) {
+        let mut control = self.control.lock();
+        control.state = state;
+        if state == RingState::Reset {
+            control.requests = 0;
+            control.worker = None;
+        }
+        self.changed.notify_all();
+    }
+
+    /// "Should I bail?"
+    fn should_bail(&self, process: &Process, stop_only: bool) -> bool {
+        let requests = self.control.lock().requests;
+        requests & request::STOP != 0
+            || (!stop_only && requests & request::PAUSE != 0)
+            || process.is_exiting()
+    }
+}
+
+/// Set once by the TX worker when its last frames are out; the RX worker
+/// waits for it (bounded) before it stops the device.
+pub struct TxFlush {
+    done: Mutex<bool>,
+    changed: Condvar,
+}
+
+impl TxFlush {
+    pub fn new() -> TxFlush {
+        TxFlush {
+            done: Mutex::new(false),
+            changed: Condvar::new(),
+        }
+    }
+
+    pub fn done(&self) {
+        *self.done.lock() = true;
+        self.changed.notify_all();
+    }
+
+    pub fn wait(&self, timeout_ns: u64) {
+        let deadline = time::now_ns().saturating_add(timeout_ns);
+        let mut done = self.done.lock();
+        while !*done {
+            let now = time::now_ns();
+            if now >= deadline {
+                return;
+            }
+            done = self.changed.wait_timeout(done, deadline - now).0;
+        }
+    }
+}
+
+/// What a worker takes with it.
+pub struct WorkerContext {
+    pub ring: Arc<Ring>,
+    pub device: Arc<Device>,
+    pub stack: Arc<Stack>,
+    /// The other ring (the TX ring for the RX worker, and back).
+    pub peer: Arc<Ring>,
+    pub flush: Arc<TxFlush>,
+}
+
+pub enum RingQueue {
+    Rx(RxRing<KernelHal>),
+    Tx(TxRing<KernelHal>),
+}
+
+/// Ring init: requires `RESET` (else `EBUSY`), creates the worker inside
+/// `process` through the illumos interface (stopped, every signal held,
+/// kernel-only, named after the ring), sets `SETUP` and starts it. A
+/// refused creation leaves the ring in `RESET` with `ENOMEM`, or `EAGAIN`
+/// when the process is at its LWP limit.
+pub fn init(process: &Arc<Process>, context: WorkerContext, queue: RingQueue) -> Result<(), Errno> {
+    let ring = Arc::clone(&context.ring);
+    let mut control = ring.control.lock();
+    if control.state != RingState::Reset {
+        return Err(Errno::EBUSY);
+    }
+    let worker = illumos::lwp_create(
+        worker_main,
+        (context, queue),
+        0,
+        process,
+        illumos::TS_STOPPED,
+        illumos::MINCLSYSPRI,
+        &SignalSet::ALL,
+        illumos::ClassId::Sys,
+        0,
+    )
+    .ok_or(if process.is_exiting() {
+        Errno::ENOMEM
+    } else {
+        Errno::EAGAIN
+    })?;
+    illumos::lwp_set_kthread(&worker);
+    illumos::lwp_set_name(&worker, &ring.name);
+    control.state = RingState::Setup;
+    control.worker = Some(Arc::clone(&worker));
+    ring.changed.notify_all();
+    drop(control);
+    if let Err(error) = illumos::lwp_create_done(&worker) {
+        // Not startable: it never runs, so init takes the ring back.
+        let _ = crate::kthread::destroy_unstarted(&worker);
+        ring.set_state(RingState::Reset);
+        return Err(error);
+    }
+    Ok(())
+}
+
+fn worker_main((context, mut queue): (WorkerContext, RingQueue)) {
+    let me = sched::current();
+    let ring = Arc::clone(&context.ring);
+    ring.set_state(RingState::Init);
+    loop {
+        if !wait_for_start(&ring, &me.process) {
+            break;
+        }
+        ring.set_state(RingState::Run);
+        let bailed = match &mut queue {
+            RingQueue::Rx(queue) => run_rx(&context.ring, queue, &context, &me.process),
+            RingQueue::Tx(queue) => run_tx(&context.ring, queue, &context, &me.process),
+        };
+        // A pause goes back to INIT and waits for the next start.
+        let paused = {
+            let mut control = ring.control.lock();
+            let paused = bailed.is_ok()
+                && control.requests & request::STOP == 0
+                && control.requests & request::PAUSE != 0
+                && !me.process.is_exiting();
+            if paused {
+                control.requests &= !request::PAUSE;
+                control.state = RingState::Init;
+                ring.changed.notify_all();
+            }
+            paused
+        };
+        if !paused {
+            if let Err(RingError::BadToken) = bailed {
+                log::warn!("{}: the device returned an unknown buffer; resetting", ring.name);
+            }
+            break;
+        }
+    }
+    ring.set_state(RingState::Stop);
+    finish(context, queue);
+}
+
+/// Waits in `INIT` for `START`; `false` when it must bail instead.
+fn wait_for_start(ring: &Ring, process: &Process) -> bool {
+    loop {
+        {
+            let mut control = ring.control.lock();
+            if control.requests & request::STOP != 0 || process.is_exiting() {
+                return false;
+            }
+            if control.requests & request::START != 0 {
+                control.requests &= !request::START;
+                return true;
+            }
+        }
+        idle(ring, None);
+    }
+}
+
+/// Sleeps on the doorbell (interruptibly: a stop parks the worker here).
+fn idle(ring: &Ring, deadline_ns: Option<u64>) {
+    ring.doorbell.wait(deadline_ns);
+    sched::current().set_interrupt_pending(false);
+}
+
+/// Parks the worker if its process is being stopped, between frames.
+fn stop_point_between_frames() {
+    let me = sched::current();
+    if me.interrupt_pending() {
+        crate::signal::stop_point();
+        me.set_interrupt_pending(false);
+    }
+}
+
+fn run_rx(
+    ring: &Ring,
+    queue: &mut RxRing<KernelHal>,
+    context: &WorkerContext,
+    process: &Process,
+) -> Result<(), RingError> {
+    let counters = &ring.counters;
+    if queue.refill() > 0 && queue.should_notify() {
+        context.device.notify(virtio_net::RX_QUEUE);
+        add(&counters.kicks, 1);
+    }
+    let mut batch: Vec<Vec<u8>> = Vec::with_capacity(BAIL_BATCH);
+    loop {
+        // Drain with the device's interrupts suppressed.
+        queue.set_interrupts(false);
+        let mut taken = 0usize;
+        loop {
+            let harvested = queue.harvest_one(|received| match received {
+                Received::Frame(frame) => {
+                    add(&counters.frames, 1);
+                    add(&counters.bytes, frame.len() as u64);
+                    batch.push(frame.to_vec());
+                }
+                Received::Malformed(_) => add(&counters.drops, 1),
+            })?;
+            if harvested.is_none() {
+                break;
+            }
+            taken += 1;
+            if taken % BAIL_BATCH == 0 {
+                deliver(context, &mut batch);
+                if queue.refill() > 0 && queue.should_notify() {
+                    context.device.notify(virtio_net::RX_QUEUE);
+                    add(&counters.kicks, 1);
+                }
+                if ring.should_bail(process, false) {
+                    return Ok(());
+                }
+                stop_point_between_frames();
+            }
+        }
+        add(&counters.suppressed, taken.saturating_sub(1) as u64);
+        if !batch.is_empty() {
+            deliver(context, &mut batch);
+        }
+        if queue.refill() > 0 && queue.should_notify() {
+            context.device.notify(virtio_net::RX_QUEUE);
+            add(&counters.kicks, 1);
+        }
+        counters
+            .in_flight
+            .store(queue.in_flight() as u64, Ordering::Relaxed);
+        // Re-enable, then look again: a frame that came in between
+        // raised no interrupt.
+        queue.set_interrupts(true);
+        if queue.has_used() {
+            continue;
+        }
+        if ring.should_bail(process, false) {
+            return Ok(());
+        }
+        idle(ring, None);
+    }
+}
+
+/// Hands received frames to the stack, polls it, and wakes the TX worker
+/// when the stack has frames to send.
+fn deliver(context: &WorkerContext, batch: &mut Vec<Vec<u8>>) {
+    let outgoing = context.stack.with_frames(|frames| {
+        for frame in batch.drain(..) {
+            if !frames.push_received(&frame) {
+                add(&context.ring.counters.drops, 1);
+            }
+        }
+        frames.received()
+    });
+    if outgoing > 0 {
+        context.stack.poll();
+    }
+    if context.stack.with_frames(|frames| frames.outgoing()) > 0 {
+        context.peer.doorbell.ring();
+    }
+}
+
+/// Posts what the stack has queued, as far as the ring has room; returns
+/// how many frames went out.
+fn post_outgoing(
+    ring: &Ring,
+    queue: &mut TxRing<KernelHal>,
+    stack: &Stack,
+    device: &Device,
+) -> usize {
+    let counters = &ring.counters;
+    let mut posted = 0;
+    while queue.has_room() {
+        let Some(frame) = stack.with_frames(|frames| frames.pop_outgoing()) else {
+            break;
+        };
+        if queue.post(&frame) {
+            add(&counters.frames, 1);
+            add(&counters.bytes, frame.len() as u64);
+            posted += 1;
+        } else if frame.len() > virtio_net::MAX_FRAME {
+            add(&counters.drops, 1);
+        } else {
+            stack.with_frames(|frames| frames.unpop_outgoing(frame));
+            break;
+        }
+    }
+    if posted > 0 {
+        if queue.should_notify() {
+            device.notify(virtio_net::TX_QUEUE);
+            add(&counters.kicks, 1);
+        } else {
+            add(&counters.suppressed, 1);
+        }
+    }
+    posted
+}
+
+fn run_tx(
+    ring: &Ring,
+    queue: &mut TxRing<KernelHal>,
+    context: &WorkerContext,
+    process: &Process,
+) -> Result<(), RingError> {
+    let counters = &ring.counters;
+    queue.set_interrupts(false);
+    loop {
+        queue.reclaim()?;
+        let delay = context.stack.poll();
+        let mut sent = 0;
+        loop {
+            let posted = post_outgoing(ring, queue, &context.stack, &context.device);
+            sent += posted;
+            if posted == 0 || !queue.has_room() {
+                break;
+            }
+            if sent >= BAIL_BATCH {
+                if ring.should_bail(process, false) {
+                    return Ok(());
+                }
+                stop_point_between_frames();
+                sent = 0;
+            }
+            queue.reclaim()?;
+        }
+        counters
+            .in_flight
+            .store(queue.in_flight() as u64, Ordering::Relaxed);
+        let backlog = context.stack.with_frames(|frames| frames.outgoing());
+        // Only a full ring needs completion interrupts: otherwise finished
+        // buffers are taken back on the next round.
+        queue.set_interrupts(backlog > 0);
+        if backlog > 0 {
+            queue.reclaim()?;
+            if queue.has_room() {
+                continue;
+            }
+        }
+        if ring.should_bail(process, false) {
+            return Ok(());
+        }
+        let deadline = delay.map(|delay| time::now_ns().saturating_add(delay.max(1_000_000)));
+        idle(ring, deadline);
+    }
+}
+
+/// Leaving `RUN`: the TX worker sends what the stack has left (resets for
+/// every connection when the process exits) and waits, bounded, for the
+/// device to finish; the device is then stopped (it must not touch the
+/// buffers that are about to be freed: RX buffers are only ever given back
+/// by a reset), the ring's buffers are freed, the state is `RESET`, and
+/// the worker exits.
+fn finish(context: WorkerContext, queue: RingQueue) {
+    let WorkerContext {
+        ring,
+        device,
+        stack,
+        peer: _,
+        flush,
+    } = context;
+    match queue {
+        RingQueue::Tx(mut queue) => {
+            if device.is_live() {
+                {
+                    let mut inner = stack.lock();
+                    inner.abort_all_tcp();
+                }
+                stack.poll();
+                queue.set_interrupts(true);
+                let deadline = time::now_ns() + FLUSH_NS;
+                loop {
+                    let _ = queue.reclaim();
+                    post_outgoing(&ring, &mut queue, &stack, &device);
+                    let backlog = stack.with_frames(|frames| frames.outgoing());
+                    if (queue.in_flight() == 0 && backlog == 0) || time::now_ns() >= deadline {
+                        break;
+                    }
+                    // The process is exiting: interruptible sleeps end at
+                    // once, so this one is not.
+                    sched::sleep_ns(1_000_000);
+                }
+            }
+            flush.done();
+            device.stop();
+            drop(queue);
+        }
+        RingQueue::Rx(queue) => {
+            // The TX worker's last frames go out before the device stops.
+            flush.wait(FLUSH_NS * 2);
+            device.stop();
+            drop(queue);
+        }
+    }
+    ring.counters.in_flight.store(0, Ordering::Relaxed);
+    ring.set_state(RingState::Reset);
+}

@@ -1,0 +1,346 @@
+//! The network stack of one attachment: a smoltcp `Interface` and its
+//! `SocketSet`, and the frame queues between the stack and the rings.
+//!
+//! Owns `inner` (a sleeping `Mutex`, after the socket locks and before the
+//! ring locks) with the interface, the sockets, the received frames the
+//! RX worker queued (`rx`) and the frames the stack produced for the TX
+//! worker (`tx`), both bounded (excess is counted and dropped, as a full
+//! NIC queue drops). `progress` is notified whenever a poll may have
+//! changed a socket; socket calls sleep on it (`wait`). `kick` rings the
+//! doorbell of the worker that polls for socket calls (the TX worker, or
+//! the loopback poller). System calls never poll: only workers do.
+
+use alloc::collections::VecDeque;
+use alloc::sync::Arc;
+use alloc::vec;
+use alloc::vec::Vec;
+
+use smoltcp::iface::{Config, Interface, PollResult, SocketHandle, SocketSet};
+use smoltcp::phy::{Device, DeviceCapabilities, Medium};
+use smoltcp::socket::tcp;
+use smoltcp::time::Instant;
+use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, Ipv4Address};
+
+use crate::errno::Errno;
+use crate::proc::lwp::WakeReason;
+use crate::sync::{Condvar, Doorbell, Mutex, MutexGuard};
+use crate::time;
+
+/// Frames waiting in each direction before new ones are dropped.
+const QUEUE_LIMIT: usize = 1024;
+/// How long a closed TCP socket may linger to finish its close.
+const LINGER_NS: u64 = 60_000_000_000;
+pub const MTU: usize = 1500;
+
+/// The IPv4 configuration of an interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv4Config {
+    pub address: Ipv4Address,
+    pub prefix: u8,
+    pub gateway: Option<Ipv4Address>,
+}
+
+impl Default for Ipv4Config {
+    /// QEMU user networking's defaults.
+    fn default() -> Self {
+        Ipv4Config {
+            address: Ipv4Address::new(10, 0, 2, 15),
+            prefix: 24,
+            gateway: Some(Ipv4Address::new(10, 0, 2, 2)),
+        }
+    }
+}
+
+/// Frames between the rings and the stack, with drop counters.
+#[derive(Default)]
+pub struct FrameQueues {
+    rx: VecDeque<Vec<u8>>,
+    tx: VecDeque<Vec<u8>>,
+    /// Loopback: what the stack sends comes back in.
+    loopback: bool,
+    pub rx_dropped: u64,
+    pub tx_dropped: u64,
+}
+
+impl FrameQueues {
+    /// Queues a received frame for the stack; `false` if it was dropped.
+    pub fn push_received(&mut self, frame: &[u8]) -> bool {
+        if self.rx.len() >= QUEUE_LIMIT {
+            self.rx_dropped += 1;
+            return false;
+        }
+        self.rx.push_back(frame.to_vec());
+        true
+    }
+
+    /// The next frame the stack wants sent.
+    pub fn pop_outgoing(&mut self) -> Option<Vec<u8>> {
+        self.tx.pop_front()
+    }
+
+    /// Puts back a frame the ring had no room for (it goes out first).
+    pub fn unpop_outgoing(&mut self, frame: Vec<u8>) {
+        self.tx.push_front(frame);
+    }
+
+    pub fn outgoing(&self) -> usize {
+        self.tx.len()
+    }
+
+    pub fn received(&self) -> usize {
+        self.rx.len()
+    }
+}
+
+struct FrameDevice<'a> {
+    queues: &'a mut FrameQueues,
+    medium: Medium,
+}
+
+pub struct ReceivedFrame(Vec<u8>);
+pub struct OutgoingFrame<'a>(&'a mut FrameQueues);
+
+impl smoltcp::phy::RxToken for ReceivedFrame {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        f(&self.0)
+    }
+}
+
+impl smoltcp::phy::TxToken for OutgoingFrame<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let mut frame = vec![0u8; len];
+        let result = f(&mut frame);
+        let queues = self.0;
+        if queues.loopback {
+            queues.rx.push_back(frame);
+        } else if queues.tx.len() < QUEUE_LIMIT {
+            queues.tx.push_back(frame);
+        } else {
+            queues.tx_dropped += 1;
+        }
+        result
+    }
+}
+
+impl Device for FrameDevice<'_> {
+    type RxToken<'a>
+        = ReceivedFrame
+    where
+        Self: 'a;
+    type TxToken<'a>
+        = OutgoingFrame<'a>
+    where
+        Self: 'a;
+
+    fn receive(&mut self, _now: Instant) -> Option<(ReceivedFrame, OutgoingFrame<'_>)> {
+        let frame = self.queues.rx.pop_front()?;
+        Some((ReceivedFrame(frame), OutgoingFrame(self.queues)))
+    }
+
+    fn transmit(&mut self, _now: Instant) -> Option<OutgoingFrame<'_>> {
+        (self.queues.loopback || self.queues.tx.len() < QUEUE_LIMIT)
+            .then_some(OutgoingFrame(self.queues))
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut capabilities = DeviceCapabilities::default();
+        capabilities.medium = self.medium;
+        capabilities.max_transmission_unit = match self.medium {
+            Medium::Ethernet => MTU + 14,
+            _ => MTU,
+        };
+        capabilities
+    }
+}
+
+/// smoltcp's clock: the monotonic clock in microseconds.
+pub fn now() -> Instant {
+    Instant::from_micros((time::now_ns() / 1000) as i64)
+}
+
+pub struct StackInner {
+    pub iface: Interface,
+    pub sockets: SocketSet<'static>,
+    pub frames: FrameQueues,
+    medium: Medium,
+    /// Closed TCP sockets finishing their close, with a deadline.
+    closing: Vec<(SocketHandle, u64)>,
+}
+
+impl StackInner {
+    /// Hands a closed TCP socket to the stack: it leaves the set once its
+    /// connection is fully closed, or after `LINGER_NS` (then aborted).
+    pub fn release_tcp(&mut self, handle: SocketHandle) {
+        self.closing.push((handle, time::now_ns() + LINGER_NS));
+    }
+
+    /// Runs the interface once; returns whether a socket may have changed.
+    fn poll(&mut self) -> bool {
+        let mut device = FrameDevice {
+            queues: &mut self.frames,
+            medium: self.medium,
+        };
+        let mut changed = false;
+        // The loopback device feeds its own output back: run until quiet.
+        for _ in 0..64 {
+            let result = self.iface.poll(now(), &mut device, &mut self.sockets);
+            if result == PollResult::SocketStateChanged {
+                changed = true;
+            }
+            if !(device.queues.loopback && !device.queues.rx.is_empty()) {
+                break;
+            }
+        }
+        self.reap_closed();
+        changed
+    }
+
+    fn reap_closed(&mut self) {
+        let now = time::now_ns();
+        let sockets = &mut self.sockets;
+        self.closing.retain(|&(handle, deadline)| {
+            let socket = sockets.get_mut::<tcp::Socket>(handle);
+            if socket.state() == tcp::State::Closed {
+                sockets.remove(handle);
+                false
+            } else if now >= deadline {
+                socket.abort();
+                true
+            } else {
+                true
+            }
+        });
+    }
+
+    /// Aborts every TCP connection (peers get a reset on the next poll).
+    pub fn abort_all_tcp(&mut self) {
+        for (_, socket) in self.sockets.iter_mut() {
+            if let smoltcp::socket::Socket::Tcp(tcp) = socket {
+                tcp.abort();
+            }
+        }
+    }
+
+    /// Nanoseconds until the interface wants polling again (`None`: only
+    /// when something arrives).
+    pub fn poll_delay_ns(&mut self) -> Option<u64> {
+        let delay = self.iface.poll_delay(now(), &self.sockets)?;
+        Some(delay.total_micros().saturating_mul(1000))
+    }
+}
+
+pub struct Stack {
+    inner: Mutex<StackInner>,
+    progress: Condvar,
+    /// The doorbell of the worker that polls for socket calls.
+    poller: Arc<Doorbell>,
+}
+
+impl Stack {
+    /// An Ethernet stack with `config`, for the NIC with `mac`.
+    pub fn ethernet(mac: [u8; 6], config: Ipv4Config, poller: Arc<Doorbell>) -> Stack {
+        let hardware = HardwareAddress::Ethernet(EthernetAddress(mac));
+        Stack::new(hardware, Medium::Ethernet, false, poller, |iface| {
+            iface.update_ip_addrs(|addresses| {
+                let _ = addresses.push(IpCidr::new(IpAddress::Ipv4(config.address), config.prefix));
+            });
+            if let Some(gateway) = config.gateway {
+                let _ = iface.routes_mut().add_default_ipv4_route(gateway);
+            }
+        })
+    }
+
+    /// A loopback stack (127.0.0.1/8), for kernel tests of the socket
+    /// layer.
+    pub fn loopback(poller: Arc<Doorbell>) -> Stack {
+        Stack::new(HardwareAddress::Ip, Medium::Ip, true, poller, |iface| {
+            iface.update_ip_addrs(|addresses| {
+                let _ = addresses.push(IpCidr::new(IpAddress::v4(127, 0, 0, 1), 8));
+            });
+        })
+    }
+
+    fn new(
+        hardware: HardwareAddress,
+        medium: Medium,
+        loopback: bool,
+        poller: Arc<Doorbell>,
+        configure: impl FnOnce(&mut Interface),
+    ) -> Stack {
+        let mut frames = FrameQueues {
+            loopback,
+            ..FrameQueues::default()
+        };
+        let mut config = Config::new(hardware);
+        config.random_seed = crate::arch::read_tsc();
+        let mut device = FrameDevice {
+            queues: &mut frames,
+            medium,
+        };
+        let mut iface = Interface::new(config, &mut device, now());
+        configure(&mut iface);
+        Stack {
+            inner: Mutex::new(StackInner {
+                iface,
+                sockets: SocketSet::new(Vec::new()),
+                frames,
+                medium,
+                closing: Vec::new(),
+            }),
+            progress: Condvar::new(),
+            poller,
+        }
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, StackInner> {
+        self.inner.lock()
+    }
+
+    /// Asks the polling worker to run the interface soon.
+    pub fn kick(&self) {
+        self.poller.ring();
+    }
+
+    /// Releases `guard`, sleeps interruptibly until a worker has polled
+    /// the interface with a possible socket change, or `deadline_ns`
+    /// (monotonic) passes; relocks. `Err(ERESTARTSYS)` when interrupted.
+    #[track_caller]
+    pub fn wait<'a>(
+        &self,
+        guard: MutexGuard<'a, StackInner>,
+        deadline_ns: Option<u64>,
+    ) -> Result<MutexGuard<'a, StackInner>, Errno> {
+        let (guard, why) = match deadline_ns {
+            Some(deadline) => {
+                let left = deadline.saturating_sub(time::now_ns());
+                if left == 0 {
+                    return Ok(guard);
+                }
+                self.progress.wait_timeout_interruptible(guard, left)
+            }
+            None => self.progress.wait_interruptible(guard),
+        };
+        if why == WakeReason::Interrupted {
+            return Err(Errno::ERESTARTSYS);
+        }
+        Ok(guard)
+    }
+
+    /// Polls the interface (workers only) and wakes socket calls if a
+    /// socket may have changed. Returns the poll delay the interface asks
+    /// for.
+    pub fn poll(&self) -> Option<u64> {
+        let mut inner = self.inner.lock();
+        let changed = inner.poll();
+        let delay = inner.poll_delay_ns();
+        if changed {
+            self.progress.notify_all();
+        }
+        delay
+    }
+
+    /// Runs `f` on the frame queues (the rings' side).
+    pub fn with_frames<R>(&self, f: impl FnOnce(&mut FrameQueues) -> R) -> R {
+        f(&mut self.inner.lock().frames)
+    }
+}
