@@ -83,6 +83,8 @@ const MODULES: &[&[KTest]] = &[
     crate::ctl::core::ktests::KTESTS,
     crate::ctl::commands::ktests::KTESTS,
     crate::ctl::ktests::KTESTS,
+    // The network attachment: rings, workers, the device.
+    crate::net::tests::ktests::KTESTS,
 ];
 
 static RUNNING: IrqSpinLock<Option<&'static str>> = IrqSpinLock::new(None);

@@ -20,6 +20,7 @@ mod device;
 mod hal;
 pub mod ring;
 pub mod stack;
+pub(crate) mod tests;
 
 use alloc::string::String;
 use alloc::sync::Arc;
@@ -134,6 +135,27 @@ fn open(process: &Arc<Process>) -> Result<Attachment, Errno> {
         device,
         rings: [rx, tx],
     })
+}
+
+/// Ends the process's attachment from outside: each ring is asked to stop
+/// and reaches `RESET` (its worker gone), then the device is reset and the
+/// stack dropped. `ETIMEDOUT` if a worker does not finish within 5 s (it
+/// may be parked in a stopped process); the attachment is then kept.
+pub fn detach(process: &Process) -> Result<(), Errno> {
+    let mut slot = process.net.lock();
+    let Some(attachment) = slot.as_ref() else {
+        return Ok(());
+    };
+    for ring in &attachment.rings {
+        ring.request(ring::request::STOP);
+    }
+    for ring in &attachment.rings {
+        if !ring.wait_for_state(ring::RingState::Reset, 5_000_000_000) {
+            return Err(Errno::ETIMEDOUT);
+        }
+    }
+    drop(slot.take());
+    Ok(())
 }
 
 /// A loopback stack (127.0.0.1/8) polled by a kernel thread of proc0, for
