@@ -582,6 +582,9 @@ fn finish(context: WorkerContext, queue: RingQueue) {
             drop(queue);
         }
     }
+    // Everything shared goes before `RESET` is announced: whoever waits for
+    // it may then drop the attachment and reopen the device at once.
+    drop((device, stack, flush));
     ring.counters.in_flight.store(0, Ordering::Relaxed);
     ring.set_state(RingState::Reset);
 }
