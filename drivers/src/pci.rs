@@ -503,6 +503,17 @@ pub fn msi_message(apic_id: u8, vector: u8) -> (u64, u32) {
 /// entries, that nothing else writes meanwhile.
 pub unsafe fn program_msix_entry(table: *mut u32, index: u16, apic_id: u8, vector: u8) {
     let (address, data) = msi_message(apic_id, vector);
+    // SAFETY: the caller's guarantee is `write_msix_entry`'s.
+    unsafe { write_msix_entry(table, index, address, data) }
+}
+
+/// Writes MSI-X table entry `index` with the message (`address`, `data`)
+/// and unmasks it (the entry is masked while it changes).
+///
+/// # Safety
+///
+/// As for `program_msix_entry`.
+pub unsafe fn write_msix_entry(table: *mut u32, index: u16, address: u64, data: u32) {
     let entry = table.wrapping_byte_add(usize::from(index) * MSIX_ENTRY_SIZE);
     // SAFETY: the caller guarantees the entry is mapped and ours; every
     // access is an aligned 32-bit one, as MSI-X requires.
