@@ -23,10 +23,12 @@
 //! `_PRT` (slots 0-0x17: PIRQ E + (slot + pin - 1) mod 4, slot 0x18 and
 //! 0x1e: PIRQ E + pin - 1, slots 0x19-0x1d and 0x1f: PIRQ A + pin - 1) with
 //! PIRQ A-H wired to GSI 16-23 in APIC mode. `pc` (PIIX): link
-//! (slot + pin - 1) mod 4, whose ISA IRQ the PIIX register 0x60 + link holds; `init`
-//! programs unrouted links with the usual 10, 10, 11, 11, and the IRQ goes
-//! through the MADT's overrides to a GSI. Elsewhere: the interrupt line
-//! register as the firmware left it.
+//! (slot + pin - 1) mod 4, whose ISA IRQ the PIIX register 0x60 + link
+//! holds (`init` gives unrouted links the usual 10, 10, 11, 11); the IRQ goes
+//! through the MADT's overrides to a GSI (QEMU's MADT calls PIIX's IRQs
+//! 5, 9, 10, 11 level-triggered active-high; QEMU's I/O APIC ignores the
+//! polarity bit, so `route_gsi(gsi, v, true)` works on both machines).
+//! Elsewhere: the interrupt line register as the firmware left it.
 
 use alloc::vec::Vec;
 use core::ops::Range;
@@ -141,10 +143,10 @@ fn choose_cams(platform: &Platform) -> (AnyCam, AnyCam) {
         );
         return port_cams();
     }
-    // SAFETY: the direct map covers 0..4 GiB for good, mapping non-RAM holes
-    // (this window lies above low RAM) uncached, so the 256 MiB from `base`
-    // are valid device memory for 'static. The alias is used only under
-    // `BUS`, like the original, so the two never access it concurrently.
+    // The direct map covers 0..4 GiB for good, mapping non-RAM holes (this
+    // window lies above low RAM) uncached.
+    // SAFETY: so the 256 MiB from `base` are device memory valid for 'static;
+    // the alias is used only under `BUS`, like the original, never at once.
     let (cam, alias) = unsafe {
         let cam = MmioCam::new(phys_to_virt(window.base) as *mut u8, Cam::Ecam);
         let alias = cam.unsafe_clone();
@@ -312,7 +314,8 @@ pub fn init(platform: &Platform) {
 }
 
 /// Points every PIIX PIRQ link the firmware left unrouted at its usual ISA
-/// IRQ (qboot routes none), so INTx reaches the I/O APIC.
+/// IRQ, so INTx reaches the I/O APIC (qboot and SeaBIOS route all four
+/// already; this covers firmware that does not).
 fn route_piix_links(cam: &mut AnyCam) {
     let routes = cam.read_word(PIIX_ISA, PIIX_PIRQ_ROUTE);
     let mut updated = routes;
@@ -325,8 +328,8 @@ fn route_piix_links(cam: &mut AnyCam) {
     }
     if updated != routes {
         cam.write_word(PIIX_ISA, PIIX_PIRQ_ROUTE, updated);
-        log::debug!(target: "pci", "PIIX PIRQ routes {routes:#010x} -> {updated:#010x}");
     }
+    log::debug!(target: "pci", "PIIX PIRQ routes {routes:#010x} -> {updated:#010x}");
 }
 
 /// The GSI of a bus-0 device's INTx pin; see the module comment.
