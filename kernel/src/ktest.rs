@@ -59,6 +59,9 @@ const MODULES: &[&[KTest]] = &[
     crate::mm::paging::ktests::KTESTS,
     crate::mm::stack::ktests::KTESTS,
     crate::arch::trap::ktests::KTESTS,
+    // Device vectors and the PCI bus.
+    crate::arch::irq::ktests::KTESTS,
+    crate::dev::pci::ktests::KTESTS,
     crate::time::ktests::KTESTS,
     crate::platform::ktests::KTESTS,
     // SMP, per-CPU, TLB shootdown and FPU (arch/mm owner).

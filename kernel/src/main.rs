@@ -7,13 +7,13 @@
 //! 3. memory: heap, frames, the kernel's page tables;
 //! 4. GDT and TSS with guarded IST stacks, the IDT with IST;
 //! 5. a switch to a guarded kernel stack (`kmain_on_kernel_stack`);
-//! 6. ACPI, the APICs, APIC timer calibration, the periodic tick, interrupts
-//!    on;
+//! 6. ACPI, the APICs, the PCI bus (enumeration, BARs), APIC timer
+//!    calibration, the periodic tick, interrupts on;
 //! 7. the ready line, then the in-kernel tests (`ktest=`) or idle.
 //!
 //! Subsystems (each opens with its own theory statement): `arch` (entry,
 //! descriptor tables, traps, APICs, PIT), `mm` (frames, heap, page tables,
-//! stacks), `time`, `platform` (ACPI), `console`, `cmdline`, `pvh`,
+//! stacks), `time`, `platform` (ACPI), `dev` (PCI), `console`, `cmdline`, `pvh`,
 //! `ktest`, `power`, `panic`, `sync`.
 
 #![no_std]
@@ -187,6 +187,8 @@ extern "C" fn kmain_on_kernel_stack() -> ! {
             io_apic.inputs
         );
     }
+    dev::pci::init(platform);
+    net::probe();
 
     let apic_timer_hz = time::calibrate_apic_timer();
     let tsc_hz = time::tsc_hz();

@@ -263,3 +263,46 @@ pub fn add_io_apic(id: u8, physical: u64, gsi_base: u32) -> IoApic {
 pub fn io_apic_inputs() -> u32 {
     IO_APICS.lock().iter().map(|io_apic| io_apic.inputs).sum()
 }
+
+/// Redirection-entry bits of an I/O APIC input.
+const REDIRECT_ACTIVE_LOW: u32 = 1 << 13;
+const REDIRECT_LEVEL: u32 = 1 << 15;
+
+/// Routes `gsi` to `vector` on the CPU with local APIC id `apic_id`
+/// (fixed delivery, physical destination) and unmasks it. Level-triggered
+/// and active-low with `level_active_low` (PCI INTx), else edge-triggered
+/// and active-high (ISA). False when no I/O APIC serves `gsi`.
+pub fn route_gsi(gsi: u32, vector: u8, apic_id: u32, level_active_low: bool) -> bool {
+    let io_apics = IO_APICS.lock();
+    let Some(io_apic) = io_apics
+        .iter()
+        .find(|io_apic| gsi >= io_apic.gsi_base && gsi - io_apic.gsi_base < io_apic.inputs)
+    else {
+        return false;
+    };
+    let input = gsi - io_apic.gsi_base;
+    let mut low = u32::from(vector);
+    if level_active_low {
+        low |= REDIRECT_ACTIVE_LOW | REDIRECT_LEVEL;
+    }
+    // Destination first, while the input is still masked.
+    io_apic.write(0x10 + 2 * input, LVT_MASKED);
+    io_apic.write(0x11 + 2 * input, (apic_id & 0xff) << 24);
+    io_apic.write(0x10 + 2 * input, low);
+    true
+}
+
+/// Masks `gsi` again. False when no I/O APIC serves it.
+pub fn mask_gsi(gsi: u32) -> bool {
+    let io_apics = IO_APICS.lock();
+    match io_apics
+        .iter()
+        .find(|io_apic| gsi >= io_apic.gsi_base && gsi - io_apic.gsi_base < io_apic.inputs)
+    {
+        Some(io_apic) => {
+            io_apic.mask(gsi - io_apic.gsi_base);
+            true
+        }
+        None => false,
+    }
+}

@@ -1,5 +1,5 @@
 //! x86_64 support: boot entry, descriptor tables, traps, APICs, timers,
-//! per-CPU pointer, CPU start-up and IPIs, SSE/FPU state.
+//! per-CPU pointer, CPU start-up and IPIs, SSE/FPU state, device vectors.
 //!
 //! The only place besides `mm` with inline assembly and raw hardware
 //! access; everything above uses the safe functions exported here.

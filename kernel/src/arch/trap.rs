@@ -23,7 +23,8 @@
 //! Device and IPI vectors: 0x30 the local APIC timer (only the boot CPU's
 //! tick advances `time`'s tick count, so the clock's rate does not scale
 //! with the CPU count), 0x31 reschedule (a hook for the scheduler), 0x32
-//! TLB shootdown (`mm::tlb`), 0x33 call-function (`smp::call_on_cpu`).
+//! TLB shootdown (`mm::tlb`), 0x33 call-function (`smp::call_on_cpu`),
+//! 0x50-0x6f device vectors (`irq`, which drivers register handlers with).
 //! `INTERRUPT_COUNTS` counts, per CPU, timer interrupts and each IPI
 //! vector received (atomics, no lock), for tests and diagnostics.
 
@@ -359,6 +360,7 @@ fn dispatch_vector(frame: &mut TrapFrame) {
             count_interrupt(InterruptKind::Test);
             apic::end_of_interrupt();
         }
+        vector if super::irq::is_device_vector(vector) => super::irq::dispatch(vector as u8),
         vector if vector == VECTOR_SPURIOUS as u64 => {
             // Spurious LAPIC interrupts take no EOI.
             SPURIOUS_COUNT.fetch_add(1, Ordering::Relaxed);

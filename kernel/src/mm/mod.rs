@@ -36,6 +36,15 @@ pub const BOOT_DIRECT_MAP_LIMIT: u64 = 4 << 30;
 /// page tables at 0x8000..0xc000 there.
 const LOW_MEMORY_LIMIT: u64 = 1 << 20;
 
+/// The end of the highest RAM range below 4 GiB (set by `init`): device
+/// windows below 4 GiB (PCI BARs) start above it.
+static LOW_RAM_END: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// The end of RAM below 4 GiB, per the boot memory map.
+pub fn low_ram_end() -> u64 {
+    LOW_RAM_END.load(core::sync::atomic::Ordering::Relaxed)
+}
+
 /// The direct-map address of a physical address.
 pub const fn phys_to_virt(physical: u64) -> u64 {
     DIRECT_MAP_BASE + physical
@@ -140,6 +149,14 @@ pub fn init(boot: &BootInfo) -> MemorySummary {
     for module in boot.modules() {
         usable.subtract(&(align_down(module.start, PAGE_SIZE)..align_up(module.end, PAGE_SIZE)));
     }
+    let low_ram_end = ram
+        .as_slice()
+        .iter()
+        .filter(|range| range.start < BOOT_DIRECT_MAP_LIMIT)
+        .map(|range| range.end.min(BOOT_DIRECT_MAP_LIMIT))
+        .max()
+        .unwrap_or(0);
+    LOW_RAM_END.store(low_ram_end, core::sync::atomic::Ordering::Relaxed);
     let ram_bytes: u64 = ram
         .as_slice()
         .iter()

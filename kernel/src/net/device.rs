@@ -126,7 +126,7 @@ fn release_interrupts(function: DeviceFunction, interrupts: &Interrupts) {
             }
         }
         Interrupts::Intx { gsi, vector } => {
-            crate::arch::irq::unroute_gsi(gsi);
+            let _ = crate::arch::irq::unroute_gsi(gsi);
             crate::arch::irq::unregister(vector);
             INTX_ISR.store(0, Ordering::Release);
         }
