@@ -15,6 +15,7 @@
 //! reset), a used length past the buffer or shorter than the header is a
 //! dropped frame.
 
+use alloc::boxed::Box;
 use core::marker::PhantomData;
 use core::ptr::NonNull;
 
@@ -116,10 +117,11 @@ pub struct NetIdentity {
 
 /// Resets the device, negotiates, and sets up both virtqueues. The device
 /// is not live yet: the caller sets interrupt vectors and then calls
-/// `transport.finish_init()` (DRIVER_OK).
+/// `transport.finish_init()` (DRIVER_OK). The rings are boxed: each holds
+/// several KiB of descriptor bookkeeping.
 pub fn open<H: Hal, T: Transport>(
     transport: &mut T,
-) -> Result<(NetIdentity, RxRing<H>, TxRing<H>), OpenError> {
+) -> Result<(NetIdentity, Box<RxRing<H>>, Box<TxRing<H>>), OpenError> {
     let features = transport.begin_init(NetFeatures::MAC | NetFeatures::VERSION_1);
     if !features.contains(NetFeatures::VERSION_1) {
         return Err(OpenError::Legacy);
@@ -136,20 +138,20 @@ pub fn open<H: Hal, T: Transport>(
     let tx_queue = VirtQueue::new(transport, TX_QUEUE, false, false).map_err(OpenError::Queue)?;
     let rx_pool = SlotPool::new().ok_or(OpenError::NoMemory)?;
     let tx_pool = SlotPool::new().ok_or(OpenError::NoMemory)?;
-    let rx = RxRing {
+    let rx = Box::new(RxRing {
         queue: rx_queue,
         pool: rx_pool,
         in_flight: [false; QUEUE_SIZE],
         token_slot: [u16::MAX; QUEUE_SIZE],
         count: 0,
-    };
-    let tx = TxRing {
+    });
+    let tx = Box::new(TxRing {
         queue: tx_queue,
         pool: tx_pool,
         free_slots: (0..QUEUE_SIZE as u16).rev().collect(),
         token_slot: [u16::MAX; QUEUE_SIZE],
         count: 0,
-    };
+    });
     Ok((NetIdentity { mac, features }, rx, tx))
 }
 

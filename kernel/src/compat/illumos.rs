@@ -38,13 +38,13 @@ pub const MINCLSYSPRI: Priority = 60;
 pub type KthreadRef = Arc<Lwp>;
 
 /// `lwp_create(proc, func, arg, len, p, state, pri, smask, cid, lwpid)`.
-/// `len` and `lwpid` are ignored (the stack size is the default; ids are
-/// allocated). Returns `None` when creation is refused.
+/// `len` is the stack size in bytes (0: the default); `lwpid` is ignored
+/// (ids are allocated). Returns `None` when creation is refused.
 #[allow(clippy::too_many_arguments)]
 pub fn lwp_create<A: Send + 'static>(
     func: fn(A),
     arg: A,
-    _len: usize,
+    len: usize,
     p: &Arc<Process>,
     state: u32,
     pri: Priority,
@@ -62,6 +62,9 @@ pub fn lwp_create<A: Send + 'static>(
         .hold_mask(*smask)
         .flags(lwp::flags::MPSAFE)
         .start_stopped();
+    if len > 0 {
+        builder = builder.stack_pages(len.div_ceil(4096));
+    }
     if state & TS_STOPPED != 0 {
         builder = builder.flags(lwp::flags::MPSAFE | lwp::flags::HOLD);
     }

@@ -8,6 +8,7 @@
 //! a worker's doorbell. MSI-X: vector 0 for RX, 1 for TX; without MSI-X,
 //! one INTx line through the I/O APIC wakes both rings.
 
+use alloc::boxed::Box;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -172,11 +173,17 @@ fn virtio_registers(function: DeviceFunction) -> Option<VirtioRegisters> {
             continue;
         }
         let cfg_type = (capability.private_header >> 8) as u8;
+        if cfg_type != VIRTIO_CAP_COMMON && cfg_type != VIRTIO_CAP_ISR {
+            continue;
+        }
         let bar = (pci::read_config(function, capability.offset + 4) & 0xff) as u8;
         let offset = u64::from(pci::read_config(function, capability.offset + 8));
         let base = pci::with_root(|root| root.bar_info(function, bar).ok().flatten())
             .and_then(|info| info.memory_address_size())
-            .map(|(address, _)| address)?;
+            .map(|(address, _)| address);
+        let Some(base) = base else {
+            continue;
+        };
         match cfg_type {
             VIRTIO_CAP_COMMON => common = Some(base + offset),
             VIRTIO_CAP_ISR => isr = Some(base + offset),
@@ -208,7 +215,7 @@ fn set_queue_vector(common: u64, queue: u16, entry: u16) -> bool {
 /// `DRIVER_OK`.
 pub fn open(
     rings: [Arc<Ring>; 2],
-) -> Result<(Device, RxRing<KernelHal>, TxRing<KernelHal>), Errno> {
+) -> Result<(Device, Box<RxRing<KernelHal>>, Box<TxRing<KernelHal>>), Errno> {
     let nic = (*NIC.lock()).ok_or(Errno::ENETDOWN)?;
     if NIC_BUSY.swap(true, Ordering::AcqRel) {
         return Err(Errno::EBUSY);
@@ -223,7 +230,7 @@ pub fn open(
 fn open_locked(
     nic: Nic,
     rings: [Arc<Ring>; 2],
-) -> Result<(Device, RxRing<KernelHal>, TxRing<KernelHal>), Errno> {
+) -> Result<(Device, Box<RxRing<KernelHal>>, Box<TxRing<KernelHal>>), Errno> {
     let function = nic.function;
     let registers = virtio_registers(function).ok_or_else(|| {
         log::warn!("net: the virtio-net function has no common configuration");
@@ -264,7 +271,14 @@ fn open_locked(
         }
     }
     transport.finish_init();
-    log::info!(
+    static ANNOUNCED: AtomicBool = AtomicBool::new(false);
+    let level = if ANNOUNCED.swap(true, Ordering::Relaxed) {
+        log::Level::Debug
+    } else {
+        log::Level::Info
+    };
+    log::log!(
+        level,
         "net: virtio-net up, mac {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}, {} queues of {}",
         identity.mac[0],
         identity.mac[1],

@@ -90,9 +90,32 @@ pub fn attach(process: &Arc<Process>) -> Result<Arc<Attachment>, Errno> {
     if process.is_exiting() {
         return Err(Errno::ESRCH);
     }
-    let attachment = Arc::new(open(process)?);
+    let attachment = Arc::new(open_on_a_large_stack(process)?);
     *slot = Some(Arc::clone(&attachment));
     Ok(attachment)
+}
+
+/// Stack pages for opening the device and building the stack: smoltcp's
+/// interface and the virtqueues are built by value, and an unoptimised
+/// kernel copies them several times (about 120 KiB in the driver's
+/// `open`), far more than a system call's kernel stack holds.
+const OPEN_STACK_PAGES: usize = 64;
+
+/// Runs `open` on a kernel thread of its own with a large stack, and
+/// waits for it.
+fn open_on_a_large_stack(process: &Arc<Process>) -> Result<Attachment, Errno> {
+    let result: Arc<crate::sync::Mutex<Option<Result<Attachment, Errno>>>> =
+        Arc::new(crate::sync::Mutex::new(None));
+    let (target, slot) = (Arc::clone(process), Arc::clone(&result));
+    let opener = crate::kthread::Builder::new("vnet0-open")
+        .stack_pages(OPEN_STACK_PAGES)
+        .joinable()
+        .spawn(move || {
+            *slot.lock() = Some(open(&target));
+        })?;
+    crate::kthread::join(&opener)?;
+    let outcome = result.lock().take();
+    outcome.unwrap_or(Err(Errno::EIO))
 }
 
 fn open(process: &Arc<Process>) -> Result<Attachment, Errno> {

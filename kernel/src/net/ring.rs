@@ -18,6 +18,7 @@
 //! sleep; a stopped process parks a worker at the same points.
 
 use alloc::string::String;
+use alloc::boxed::Box;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -35,6 +36,8 @@ use crate::sched;
 use crate::sync::{Condvar, Doorbell, Mutex};
 use crate::time;
 
+/// A worker's kernel stack: the stack's poll runs on it.
+const WORKER_STACK_BYTES: usize = 64 << 10;
 /// Frames between two bail checks.
 pub const BAIL_BATCH: usize = 32;
 /// How long the TX worker waits for the device to finish its last frames.
@@ -251,8 +254,8 @@ pub struct WorkerContext {
 }
 
 pub enum RingQueue {
-    Rx(RxRing<KernelHal>),
-    Tx(TxRing<KernelHal>),
+    Rx(Box<RxRing<KernelHal>>),
+    Tx(Box<TxRing<KernelHal>>),
 }
 
 /// Ring init: requires `RESET` (else `EBUSY`), creates the worker inside
@@ -269,7 +272,7 @@ pub fn init(process: &Arc<Process>, context: WorkerContext, queue: RingQueue) ->
     let worker = illumos::lwp_create(
         worker_main,
         (context, queue),
-        0,
+        WORKER_STACK_BYTES,
         process,
         illumos::TS_STOPPED,
         illumos::MINCLSYSPRI,
