@@ -83,6 +83,9 @@ const MODULES: &[&[KTest]] = &[
     crate::ctl::core::ktests::KTESTS,
     crate::ctl::commands::ktests::KTESTS,
     crate::ctl::ktests::KTESTS,
+    // Descriptors and sockets (over the loopback stack).
+    crate::fd::ktests::KTESTS,
+    crate::net::socket::tests::ktests::KTESTS,
 ];
 
 static RUNNING: IrqSpinLock<Option<&'static str>> = IrqSpinLock::new(None);

@@ -90,6 +90,8 @@ pub struct Process {
     auxv: IrqSpinLock<Vec<(u64, u64)>>,
     /// `RLIMIT_CORE`: 0 means no core files.
     core_limit: AtomicU64,
+    /// Its descriptor table (console, sockets, epoll instances).
+    pub files: Mutex<crate::fd::FdTable>,
 }
 
 /// `termination` before anything decided it.
@@ -134,6 +136,7 @@ impl Process {
             stop_changed: Condvar::new(),
             auxv: IrqSpinLock::new(Vec::new()),
             core_limit: AtomicU64::new(u64::MAX),
+            files: Mutex::new(crate::fd::FdTable::new()),
         }
     }
 

@@ -14,7 +14,7 @@ mod condvar;
 mod mutex;
 
 pub use condvar::Condvar;
-pub use mutex::Mutex;
+pub use mutex::{Mutex, MutexGuard};
 
 use core::ops::{Deref, DerefMut};
 

@@ -360,11 +360,13 @@ fn place_kernel_worker(process: &Arc<Process>, kind: WorkerKind, index: usize) {
 }
 
 /// Waits until every LWP that ever left `process` is off its CPU, then
-/// frees its address space.
+/// closes its descriptors (every socket) and frees its address space.
 fn teardown(process: &Arc<Process>) {
     for lwp in process.take_departed() {
         kthread::wait_until_off_cpu(&lwp);
     }
+    let files = process.files.lock().take_all();
+    drop(files);
     let vm = process.vm.lock().take();
     process.set_cr3(0);
     if let Some(vm) = vm {
