@@ -96,6 +96,20 @@ const MAX_BUFFER: usize = 4 * 1024 * 1024;
 /// Ephemeral ports (Linux's `ip_local_port_range` as IANA has it).
 const EPHEMERAL: core::ops::RangeInclusive<u16> = 49152..=65535;
 
+/// Heap kept for the rest of the kernel when socket buffers are sized.
+const HEAP_RESERVE: usize = 2 << 20;
+
+/// Refuses (`ENOMEM`) socket buffers of `bytes` that the heap cannot spare,
+/// rather than failing an allocation.
+fn reserve(bytes: usize) -> Result<(), Errno> {
+    let free = crate::mm::heap::total_bytes().saturating_sub(crate::mm::heap::bytes_in_use());
+    if free < bytes.saturating_add(HEAP_RESERVE) {
+        Err(Errno::ENOMEM)
+    } else {
+        Ok(())
+    }
+}
+
 /// An IPv4 socket address (`struct sockaddr_in`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SockAddr {

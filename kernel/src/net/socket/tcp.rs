@@ -82,12 +82,13 @@ fn rx_state(socket: &mut tcp::Socket) -> Rx {
     }
 }
 
-fn new_socket(options: &Options) -> tcp::Socket<'static> {
+fn new_socket(options: &Options) -> Result<tcp::Socket<'static>, Errno> {
+    super::reserve(options.rcvbuf + options.sndbuf)?;
     let rx = tcp::SocketBuffer::new(alloc::vec![0u8; options.rcvbuf]);
     let tx = tcp::SocketBuffer::new(alloc::vec![0u8; options.sndbuf]);
     let mut socket = tcp::Socket::new(rx, tx);
     configure(&mut socket, options);
-    socket
+    Ok(socket)
 }
 
 fn configure(socket: &mut tcp::Socket, options: &Options) {
@@ -101,7 +102,7 @@ fn listener(
     local: SockAddr,
     options: &Options,
 ) -> Result<SocketHandle, Errno> {
-    let mut socket = new_socket(options);
+    let mut socket = new_socket(options)?;
     socket
         .listen(local.listen_endpoint())
         .map_err(|_| Errno::EINVAL)?;
@@ -141,7 +142,7 @@ pub fn connect(
     if remote.port == 0 {
         return Err(Errno::ECONNREFUSED);
     }
-    let mut socket = new_socket(&state.options);
+    let mut socket = new_socket(&state.options)?;
     socket
         .connect(
             inner.iface.context(),

@@ -39,6 +39,9 @@ pub fn open(inner: &mut StackInner, state: &mut State) -> Result<(), Errno> {
         return Ok(());
     }
     let local = state.local.ok_or(Errno::EINVAL)?;
+    super::reserve(
+        state.options.rcvbuf.max(MAX_DATAGRAM) + state.options.sndbuf.max(MAX_DATAGRAM),
+    )?;
     let mut socket = udp::Socket::new(buffer(state.options.rcvbuf), buffer(state.options.sndbuf));
     socket
         .bind(local.listen_endpoint())
