@@ -89,8 +89,6 @@ pub enum Errno {
 impl Errno {
     /// On Linux (as on FreeBSD) `EWOULDBLOCK` is `EAGAIN`.
     pub const EWOULDBLOCK: Errno = Errno::EAGAIN;
-    /// On Linux `ENOTSUP` is `EOPNOTSUPP`.
-    pub const ENOTSUP: Errno = Errno::EOPNOTSUPP;
 
     pub fn code(self) -> i32 {
         self as i32

@@ -86,6 +86,9 @@ const MODULES: &[&[KTest]] = &[
     crate::ctl::core::ktests::KTESTS,
     crate::ctl::commands::ktests::KTESTS,
     crate::ctl::ktests::KTESTS,
+    // Descriptors and sockets (over the loopback stack).
+    crate::fd::ktests::KTESTS,
+    crate::net::socket::tests::ktests::KTESTS,
     // The network attachment: rings, workers, the device.
     crate::net::tests::ktests::KTESTS,
 ];

@@ -29,6 +29,7 @@ mod cpu;
 mod ctl;
 mod dev;
 mod errno;
+mod fd;
 mod kbench;
 mod ktest;
 mod kthread;

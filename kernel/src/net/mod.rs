@@ -19,6 +19,7 @@
 mod device;
 mod hal;
 pub mod ring;
+pub mod socket;
 pub mod stack;
 pub(crate) mod tests;
 
@@ -27,7 +28,8 @@ use alloc::sync::Arc;
 
 pub use device::{Device, probe};
 use ring::{Ring, RingKind, RingQueue, TxFlush, WorkerContext};
-use stack::{Ipv4Config, Stack};
+pub use stack::{Stack, StackInner};
+use stack::Ipv4Config;
 
 use crate::errno::Errno;
 use crate::proc::Process;

@@ -93,6 +93,8 @@ pub struct Process {
     /// The network attachment, made by the first network call
     /// (`net::attach`); dropped by the teardown after the last LWP left.
     pub net: Mutex<Option<Arc<crate::net::Attachment>>>,
+    /// Its descriptor table (console, sockets, epoll instances).
+    pub files: Mutex<crate::fd::FdTable>,
 }
 
 /// `termination` before anything decided it.
@@ -138,6 +140,7 @@ impl Process {
             auxv: IrqSpinLock::new(Vec::new()),
             core_limit: AtomicU64::new(u64::MAX),
             net: Mutex::new(None),
+            files: Mutex::new(crate::fd::FdTable::new()),
         }
     }
 

@@ -51,11 +51,6 @@ impl Doorbell {
         }
     }
 
-    /// Whether it was rung since the last `wait` or `take`; clears it.
-    pub fn take(&self) -> bool {
-        core::mem::replace(&mut self.latch.lock().rung, false)
-    }
-
     /// Sleeps interruptibly until rung (returns at once if it was rung
     /// already), until `deadline_ns` (monotonic) if given, or until
     /// interrupted; clears the latch. An interrupted kernel-only LWP of a

@@ -12,6 +12,8 @@ pub mod futex;
 mod io;
 mod memory;
 pub mod names;
+mod net;
+pub mod poll;
 mod process;
 mod signal;
 mod time;
@@ -79,7 +81,7 @@ fn call(number: u64, args: &Args, frame: &mut TrapFrame) -> SysResult {
         0 => io::read(a[0], a[1], a[2]),
         1 => io::write(a[0], a[1], a[2]),
         3 => io::close(a[0]),
-        7 => io::poll(a[0], a[1], a[2] as i32),
+        7 => poll::poll(a[0], a[1], a[2] as i32),
         9 => memory::mmap(a[0], a[1], a[2], a[3], a[4], a[5]),
         10 => memory::mprotect(a[0], a[1], a[2]),
         11 => memory::munmap(a[0], a[1]),
@@ -90,11 +92,29 @@ fn call(number: u64, args: &Args, frame: &mut TrapFrame) -> SysResult {
         16 => io::ioctl(a[0], a[1], a[2]),
         19 => io::readv(a[0], a[1], a[2]),
         20 => io::writev(a[0], a[1], a[2]),
+        23 => poll::select(a[0], a[1], a[2], a[3], a[4]),
         24 => process::sched_yield(),
         28 => memory::madvise(a[0], a[1], a[2]),
+        32 => io::dup(a[0]),
+        33 => io::dup2(a[0], a[1]),
         34 => signal::pause(),
         35 => time::nanosleep(a[0], a[1]),
         39 => process::getpid(),
+        41 => net::socket(a[0], a[1], a[2]),
+        42 => net::connect(a[0], a[1], a[2]),
+        43 => net::accept(a[0], a[1], a[2]),
+        44 => net::sendto(a[0], a[1], a[2], a[3], a[4], a[5]),
+        45 => net::recvfrom(a[0], a[1], a[2], a[3], a[4], a[5]),
+        46 => net::sendmsg(a[0], a[1], a[2]),
+        47 => net::recvmsg(a[0], a[1], a[2]),
+        48 => net::shutdown(a[0], a[1]),
+        49 => net::bind(a[0], a[1], a[2]),
+        50 => net::listen(a[0], a[1]),
+        51 => net::getsockname(a[0], a[1], a[2]),
+        52 => net::getpeername(a[0], a[1], a[2]),
+        53 => net::socketpair(a[0], a[1], a[2], a[3]),
+        54 => net::setsockopt(a[0], a[1], a[2], a[3], a[4]),
+        55 => net::getsockopt(a[0], a[1], a[2], a[3], a[4]),
         56 => process::clone(a[0], a[1], a[2], a[3], a[4], frame),
         60 => process::exit(a[0]),
         62 => signal::kill(a[0], a[1]),
@@ -121,10 +141,18 @@ fn call(number: u64, args: &Args, frame: &mut TrapFrame) -> SysResult {
         228 => time::clock_gettime(a[0], a[1]),
         229 => time::clock_getres(a[0], a[1]),
         230 => time::clock_nanosleep(a[0], a[1], a[2], a[3]),
+        213 => poll::epoll_create(a[0]),
         231 => process::exit_group(a[0]),
+        232 => poll::epoll_wait(a[0], a[1], a[2], a[3]),
+        233 => poll::epoll_ctl(a[0], a[1], a[2], a[3]),
         234 => signal::tgkill(a[0], a[1], a[2]),
-        271 => io::ppoll(a[0], a[1], a[2]),
+        270 => poll::pselect6(a[0], a[1], a[2], a[3], a[4]),
+        271 => poll::ppoll(a[0], a[1], a[2]),
         273 => process::set_robust_list(a[0], a[1]),
+        281 => poll::epoll_wait(a[0], a[1], a[2], a[3]), // epoll_pwait: mask not applied
+        288 => net::accept4(a[0], a[1], a[2], a[3]),
+        291 => poll::epoll_create1(a[0]),
+        292 => io::dup3(a[0], a[1], a[2]),
         302 => process::prlimit64(a[0], a[1], a[2], a[3]),
         309 => process::getcpu(a[0], a[1]),
         318 => time::getrandom(a[0], a[1], a[2]),

@@ -205,7 +205,7 @@ fn limit_of(resource: u64) -> Result<(u64, u64), Errno> {
             crate::uproc::exec::STACK_SIZE,
             crate::uproc::exec::STACK_SIZE,
         )),
-        RLIMIT_NOFILE => Ok((3, 3)),
+        RLIMIT_NOFILE => Ok((crate::fd::MAX_FDS as u64, crate::fd::MAX_FDS as u64)),
         0..=15 => Ok((RLIM_INFINITY, RLIM_INFINITY)),
         _ => Err(Errno::EINVAL),
     }

@@ -360,13 +360,15 @@ fn place_kernel_worker(process: &Arc<Process>, kind: WorkerKind, index: usize) {
 }
 
 /// Waits until every LWP that ever left `process` is off its CPU, then
-/// frees its address space.
+/// closes its descriptors (every socket) and frees its address space.
 fn teardown(process: &Arc<Process>) {
     for lwp in process.take_departed() {
         kthread::wait_until_off_cpu(&lwp);
     }
-    // The workers are gone: the device is reset and the stack and its
-    // sockets are freed with the attachment.
+    // Sockets first (they hold the attachment), then the attachment: the
+    // workers are gone, so the device is reset and the stack freed.
+    let files = process.files.lock().take_all();
+    drop(files);
     let attachment = process.net.lock().take();
     drop(attachment);
     let vm = process.vm.lock().take();

@@ -1,0 +1,486 @@
+//! Readiness over every descriptor kind: `poll`, `ppoll`, `select`,
+//! `pselect6` and epoll (`epoll_create1`, `epoll_ctl`, `epoll_wait`,
+//! `epoll_pwait`; level-triggered, `EPOLLET` taken as level).
+//!
+//! Owns the epoll instances (`Epoll`: an interest list keyed by descriptor
+//! number, holding files weakly, under a sleeping mutex taken before the
+//! stack). The console is always ready (stdin at end of file, output
+//! writable). Sockets are checked with their stack locked and the caller
+//! sleeps with `Stack::wait`, so a poll of the interface between check and
+//! sleep is never missed; without sockets nothing can become ready and the
+//! call just sleeps out its timeout. Locks: fd table (only to look files
+//! up), then epoll, then stack, then socket state.
+
+use alloc::collections::BTreeMap;
+use alloc::sync::{Arc, Weak};
+use alloc::vec::Vec;
+
+use super::SysResult;
+use crate::errno::Errno;
+use crate::fd::{self, File, FileKind, O_RDWR};
+use crate::mm::usercopy::{check_range, copy_from_user, copy_to_user};
+use crate::net::socket::{POLLERR, POLLHUP, POLLIN, POLLNVAL, POLLOUT, POLLPRI, Socket};
+use crate::net::{Stack, StackInner};
+use crate::sync::Mutex;
+use crate::time;
+
+const EPOLL_CTL_ADD: u64 = 1;
+const EPOLL_CTL_DEL: u64 = 2;
+const EPOLL_CTL_MOD: u64 = 3;
+const EPOLL_CLOEXEC: u64 = 0o2000000;
+const EPOLLONESHOT: u32 = 1 << 30;
+/// `sizeof(struct epoll_event)` on x86_64 (packed).
+const EPOLL_EVENT_SIZE: u64 = 12;
+/// The most events one `epoll_wait` returns.
+const EPOLL_MAX_EVENTS: i32 = (i32::MAX as u64 / EPOLL_EVENT_SIZE) as i32;
+
+struct Interest {
+    file: Weak<File>,
+    events: u32,
+    data: u64,
+}
+
+/// An epoll instance.
+pub struct Epoll {
+    interest: Mutex<BTreeMap<usize, Interest>>,
+}
+
+impl Epoll {
+    pub fn new() -> Epoll {
+        Epoll {
+            interest: Mutex::new(BTreeMap::new()),
+        }
+    }
+}
+
+/// The readiness of `file`; `inner` is the locked stack of `locked`.
+fn file_events(file: &File, locked: Option<(&Stack, &mut StackInner)>, depth: u32) -> u16 {
+    match &file.kind {
+        FileKind::Stdin => POLLIN,
+        FileKind::Console => POLLOUT,
+        FileKind::Socket(socket) => match locked {
+            Some((stack, inner)) if core::ptr::eq(stack, socket.stack()) => {
+                socket.poll_events_in(inner)
+            }
+            _ => socket.poll_events(),
+        },
+        FileKind::Epoll(epoll) if depth == 0 => {
+            let entries: Vec<(Arc<File>, u32)> = epoll
+                .interest
+                .lock()
+                .values()
+                .filter_map(|entry| entry.file.upgrade().map(|file| (file, entry.events)))
+                .collect();
+            let mut locked = locked;
+            let ready = entries.iter().any(|(file, events)| {
+                let relocked = locked.as_mut().map(|(stack, inner)| (*stack, &mut **inner));
+                file_events(file, relocked, 1) & (*events as u16 | POLLERR | POLLHUP) != 0
+            });
+            if ready { POLLIN } else { 0 }
+        }
+        FileKind::Epoll(_) => 0,
+    }
+}
+
+/// The first socket among `files`: its stack is the one to wait on.
+fn first_socket<'a>(files: impl Iterator<Item = &'a Arc<File>>) -> Option<Arc<Socket>> {
+    files.into_iter().find_map(|file| match &file.kind {
+        FileKind::Socket(socket) => Some(Arc::clone(socket)),
+        _ => None,
+    })
+}
+
+/// Runs `check` (with `socket`'s stack locked, if any) until it gives
+/// something or `deadline` passes (`None` then). `Err(())` when
+/// interrupted.
+fn wait_ready<T>(
+    socket: Option<&Arc<Socket>>,
+    deadline: Option<u64>,
+    mut check: impl FnMut(Option<(&Stack, &mut StackInner)>) -> Option<T>,
+) -> Result<Option<T>, ()> {
+    let expired =
+        |deadline: Option<u64>| deadline.is_some_and(|deadline| time::now_ns() >= deadline);
+    let Some(socket) = socket else {
+        if let Some(result) = check(None) {
+            return Ok(Some(result));
+        }
+        if expired(deadline) {
+            return Ok(None);
+        }
+        super::time::sleep_until(deadline).map_err(|_| ())?;
+        return Ok(check(None));
+    };
+    let stack = socket.stack();
+    let mut inner = stack.lock();
+    loop {
+        if let Some(result) = check(Some((stack, &mut inner))) {
+            return Ok(Some(result));
+        }
+        if expired(deadline) {
+            return Ok(None);
+        }
+        inner = stack.wait(inner, deadline).map_err(|_| ())?;
+    }
+}
+
+fn deadline_from_ns(timeout: Option<u64>) -> Option<u64> {
+    timeout.map(|timeout| time::now_ns().saturating_add(timeout))
+}
+
+fn poll_common(fds: u64, count: u64, timeout_ns: Option<u64>) -> SysResult {
+    if count > fd::MAX_FDS as u64 {
+        return Err(Errno::EINVAL);
+    }
+    let mut raw = alloc::vec![0u8; count as usize * 8];
+    copy_from_user(&mut raw, fds)?;
+    let entries: Vec<(i32, u16)> = raw
+        .chunks_exact(8)
+        .map(|entry| {
+            (
+                i32::from_le_bytes([entry[0], entry[1], entry[2], entry[3]]),
+                u16::from_le_bytes([entry[4], entry[5]]),
+            )
+        })
+        .collect();
+    let files: Vec<Option<Arc<File>>> = {
+        let me = crate::sched::current();
+        let table = me.process.files.lock();
+        entries
+            .iter()
+            .map(|&(fd, _)| {
+                if fd < 0 {
+                    None
+                } else {
+                    table.get(fd as usize).ok()
+                }
+            })
+            .collect()
+    };
+    let socket = first_socket(files.iter().flatten());
+    let deadline = deadline_from_ns(timeout_ns);
+    let check = |mut locked: Option<(&Stack, &mut StackInner)>| {
+        let mut ready = 0u64;
+        let revents: Vec<u16> = entries
+            .iter()
+            .zip(files.iter())
+            .map(|(&(fd, events), file)| {
+                let revents = match file {
+                    _ if fd < 0 => 0,
+                    None => POLLNVAL,
+                    Some(file) => {
+                        let relocked = locked.as_mut().map(|(stack, inner)| (*stack, &mut **inner));
+                        file_events(file, relocked, 0) & (events | POLLERR | POLLHUP)
+                    }
+                };
+                if revents != 0 {
+                    ready += 1;
+                }
+                revents
+            })
+            .collect();
+        (ready > 0).then_some((ready, revents))
+    };
+    let (ready, revents) = match wait_ready(socket.as_ref(), deadline, check) {
+        Ok(Some(result)) => result,
+        Ok(None) => (0, alloc::vec![0; entries.len()]),
+        Err(()) => return Err(Errno::ERESTARTNOHAND),
+    };
+    for (index, revents) in revents.iter().enumerate() {
+        copy_to_user(fds + index as u64 * 8 + 6, &revents.to_le_bytes())?;
+    }
+    Ok(ready)
+}
+
+pub fn poll(fds: u64, count: u64, timeout_ms: i32) -> SysResult {
+    let timeout = (timeout_ms >= 0).then(|| timeout_ms as u64 * 1_000_000);
+    poll_common(fds, count, timeout)
+}
+
+/// `ppoll`: the signal mask argument is not applied.
+pub fn ppoll(fds: u64, count: u64, timeout: u64) -> SysResult {
+    let timeout = if timeout == 0 {
+        None
+    } else {
+        Some(super::time::read_timespec(timeout)?)
+    };
+    poll_common(fds, count, timeout)
+}
+
+fn read_set(address: u64, words: usize) -> Result<Vec<u64>, Errno> {
+    if address == 0 {
+        return Ok(alloc::vec![0; words]);
+    }
+    let mut bytes = alloc::vec![0u8; words * 8];
+    copy_from_user(&mut bytes, address)?;
+    Ok(bytes
+        .chunks_exact(8)
+        .map(|word| u64::from_le_bytes(word.try_into().unwrap_or([0; 8])))
+        .collect())
+}
+
+fn write_set(address: u64, set: &[u64], nfds: usize) -> Result<(), Errno> {
+    if address == 0 {
+        return Ok(());
+    }
+    let bytes: Vec<u8> = set.iter().flat_map(|word| word.to_le_bytes()).collect();
+    copy_to_user(address, &bytes[..nfds.div_ceil(8)])
+}
+
+/// `select`/`pselect6` with a timeout in nanoseconds (None: forever);
+/// returns the count and the time left.
+fn select_common(
+    nfds: u64,
+    read: u64,
+    write: u64,
+    except: u64,
+    timeout: Option<u64>,
+) -> Result<(u64, Option<u64>), Errno> {
+    let nfds = nfds as i32;
+    if nfds < 0 {
+        return Err(Errno::EINVAL);
+    }
+    let nfds = (nfds as usize).min(fd::MAX_FDS);
+    let words = nfds.div_ceil(64);
+    let sets = [
+        read_set(read, words)?,
+        read_set(write, words)?,
+        read_set(except, words)?,
+    ];
+    let wanted: Vec<usize> = (0..nfds)
+        .filter(|&fd| sets.iter().any(|set| set[fd / 64] & (1 << (fd % 64)) != 0))
+        .collect();
+    let files: Vec<Arc<File>> = {
+        let me = crate::sched::current();
+        let table = me.process.files.lock();
+        wanted
+            .iter()
+            .map(|&fd| table.get(fd))
+            .collect::<Result<_, _>>()?
+    };
+    let socket = first_socket(files.iter());
+    let deadline = deadline_from_ns(timeout);
+    let check = |mut locked: Option<(&Stack, &mut StackInner)>| {
+        let mut out = [
+            alloc::vec![0u64; words],
+            alloc::vec![0u64; words],
+            alloc::vec![0u64; words],
+        ];
+        let mut count = 0;
+        for (&fd, file) in wanted.iter().zip(files.iter()) {
+            let relocked = locked.as_mut().map(|(stack, inner)| (*stack, &mut **inner));
+            let events = file_events(file, relocked, 0);
+            let bit = 1u64 << (fd % 64);
+            let hits = [
+                events & (POLLIN | POLLHUP | POLLERR) != 0,
+                events & (POLLOUT | POLLERR) != 0,
+                events & POLLPRI != 0,
+            ];
+            for (which, hit) in hits.iter().enumerate() {
+                if *hit && sets[which][fd / 64] & bit != 0 {
+                    out[which][fd / 64] |= bit;
+                    count += 1;
+                }
+            }
+        }
+        (count > 0).then_some((count, out))
+    };
+    let (count, out) = match wait_ready(socket.as_ref(), deadline, check) {
+        Ok(Some(result)) => result,
+        Ok(None) => (
+            0,
+            [
+                alloc::vec![0; words],
+                alloc::vec![0; words],
+                alloc::vec![0; words],
+            ],
+        ),
+        Err(()) => return Err(Errno::ERESTARTNOHAND),
+    };
+    write_set(read, &out[0], nfds)?;
+    write_set(write, &out[1], nfds)?;
+    write_set(except, &out[2], nfds)?;
+    let left = deadline.map(|deadline| deadline.saturating_sub(time::now_ns()));
+    Ok((count, left))
+}
+
+pub fn select(nfds: u64, read: u64, write: u64, except: u64, timeval: u64) -> SysResult {
+    let timeout = if timeval == 0 {
+        None
+    } else {
+        let mut bytes = [0u8; 16];
+        copy_from_user(&mut bytes, timeval)?;
+        let seconds = i64::from_le_bytes(bytes[..8].try_into().map_err(|_| Errno::EINVAL)?);
+        let micros = i64::from_le_bytes(bytes[8..].try_into().map_err(|_| Errno::EINVAL)?);
+        if seconds < 0 || !(0..1_000_000).contains(&micros) {
+            return Err(Errno::EINVAL);
+        }
+        Some((seconds as u64).saturating_mul(1_000_000_000) + micros as u64 * 1_000)
+    };
+    let (count, left) = select_common(nfds, read, write, except, timeout)?;
+    if let Some(left) = left {
+        let mut bytes = [0u8; 16];
+        bytes[..8].copy_from_slice(&(left / 1_000_000_000).to_le_bytes());
+        bytes[8..].copy_from_slice(&((left % 1_000_000_000) / 1_000).to_le_bytes());
+        copy_to_user(timeval, &bytes)?;
+    }
+    Ok(count)
+}
+
+/// `pselect6`: the signal mask argument is not applied.
+pub fn pselect6(nfds: u64, read: u64, write: u64, except: u64, timespec: u64) -> SysResult {
+    let timeout = if timespec == 0 {
+        None
+    } else {
+        Some(super::time::read_timespec(timespec)?)
+    };
+    let (count, left) = select_common(nfds, read, write, except, timeout)?;
+    if let Some(left) = left {
+        let mut bytes = [0u8; 16];
+        bytes[..8].copy_from_slice(&(left / 1_000_000_000).to_le_bytes());
+        bytes[8..].copy_from_slice(&(left % 1_000_000_000).to_le_bytes());
+        copy_to_user(timespec, &bytes)?;
+    }
+    Ok(count)
+}
+
+pub fn epoll_create1(flags: u64) -> SysResult {
+    if flags & !EPOLL_CLOEXEC != 0 {
+        return Err(Errno::EINVAL);
+    }
+    let file = File::new(FileKind::Epoll(Arc::new(Epoll::new())), O_RDWR);
+    Ok(fd::install_current(file, flags & EPOLL_CLOEXEC != 0)? as u64)
+}
+
+pub fn epoll_create(size: u64) -> SysResult {
+    if size as i32 <= 0 {
+        return Err(Errno::EINVAL);
+    }
+    epoll_create1(0)
+}
+
+fn epoll_of(file: &File) -> Result<&Arc<Epoll>, Errno> {
+    match &file.kind {
+        FileKind::Epoll(epoll) => Ok(epoll),
+        _ => Err(Errno::EINVAL),
+    }
+}
+
+pub fn epoll_ctl(epfd: u64, op: u64, target: u64, event: u64) -> SysResult {
+    let epoll_file = fd::current_file(epfd)?;
+    let file = fd::current_file(target)?;
+    let epoll = epoll_of(&epoll_file)?;
+    let number = fd::number(target)?;
+    if Arc::ptr_eq(&epoll_file, &file) {
+        return Err(Errno::EINVAL);
+    }
+    let read_event = || -> Result<(u32, u64), Errno> {
+        let mut bytes = [0u8; 12];
+        copy_from_user(&mut bytes, event)?;
+        Ok((
+            u32::from_le_bytes(bytes[..4].try_into().map_err(|_| Errno::EFAULT)?),
+            u64::from_le_bytes(bytes[4..].try_into().map_err(|_| Errno::EFAULT)?),
+        ))
+    };
+    let mut interest = epoll.interest.lock();
+    // An entry whose file was closed (and maybe the number reused) is gone.
+    if interest.get(&number).is_some_and(|entry| {
+        !entry
+            .file
+            .upgrade()
+            .is_some_and(|old| Arc::ptr_eq(&old, &file))
+    }) {
+        interest.remove(&number);
+    }
+    match op {
+        EPOLL_CTL_ADD => {
+            if interest.contains_key(&number) {
+                return Err(Errno::EEXIST);
+            }
+            let (events, data) = read_event()?;
+            interest.insert(
+                number,
+                Interest {
+                    file: Arc::downgrade(&file),
+                    events,
+                    data,
+                },
+            );
+        }
+        EPOLL_CTL_MOD => {
+            let (events, data) = read_event()?;
+            let entry = interest.get_mut(&number).ok_or(Errno::ENOENT)?;
+            entry.events = events;
+            entry.data = data;
+        }
+        EPOLL_CTL_DEL => {
+            interest.remove(&number).ok_or(Errno::ENOENT)?;
+        }
+        _ => return Err(Errno::EINVAL),
+    }
+    Ok(0)
+}
+
+pub fn epoll_wait(epfd: u64, events: u64, max_events: u64, timeout_ms: u64) -> SysResult {
+    let max_events = max_events as i32;
+    if max_events <= 0 || max_events > EPOLL_MAX_EVENTS {
+        return Err(Errno::EINVAL);
+    }
+    check_range(events, max_events as usize * EPOLL_EVENT_SIZE as usize)?;
+    let epoll_file = fd::current_file(epfd)?;
+    let epoll = Arc::clone(epoll_of(&epoll_file)?);
+    let timeout_ms = timeout_ms as i32;
+    let timeout = (timeout_ms >= 0).then(|| timeout_ms as u64 * 1_000_000);
+    let deadline = deadline_from_ns(timeout);
+    let entries: Vec<(usize, Arc<File>, u32, u64)> = {
+        let mut interest = epoll.interest.lock();
+        interest.retain(|_, entry| entry.file.strong_count() > 0);
+        interest
+            .iter()
+            .filter_map(|(&fd, entry)| {
+                entry
+                    .file
+                    .upgrade()
+                    .map(|file| (fd, file, entry.events, entry.data))
+            })
+            .collect()
+    };
+    let socket = first_socket(entries.iter().map(|(_, file, _, _)| file));
+    let check = |mut locked: Option<(&Stack, &mut StackInner)>| {
+        let mut ready = Vec::new();
+        for (fd, file, wanted, data) in &entries {
+            if ready.len() >= max_events as usize {
+                break;
+            }
+            let relocked = locked.as_mut().map(|(stack, inner)| (*stack, &mut **inner));
+            let events = u32::from(file_events(file, relocked, 0))
+                & (*wanted | u32::from(POLLERR | POLLHUP));
+            if events != 0 && *wanted & !EPOLLONESHOT != 0 {
+                ready.push((*fd, events, *data, *wanted));
+            }
+        }
+        (!ready.is_empty()).then_some(ready)
+    };
+    let ready = match wait_ready(socket.as_ref(), deadline, check) {
+        Ok(Some(ready)) => ready,
+        Ok(None) => Vec::new(),
+        Err(()) => return Err(Errno::EINTR),
+    };
+    {
+        // One-shot entries are disarmed once reported.
+        let mut interest = epoll.interest.lock();
+        for (fd, _, _, wanted) in &ready {
+            if wanted & EPOLLONESHOT != 0
+                && let Some(entry) = interest.get_mut(fd)
+            {
+                entry.events = EPOLLONESHOT;
+            }
+        }
+    }
+    for (index, (_, revents, data, _)) in ready.iter().enumerate() {
+        let mut bytes = [0u8; 12];
+        bytes[..4].copy_from_slice(&revents.to_le_bytes());
+        bytes[4..].copy_from_slice(&data.to_le_bytes());
+        copy_to_user(events + index as u64 * EPOLL_EVENT_SIZE, &bytes)?;
+    }
+    Ok(ready.len() as u64)
+}
