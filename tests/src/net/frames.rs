@@ -149,7 +149,7 @@ pub fn tcp_checksum(src: Ip, dst: Ip, segment: &[u8]) -> u16 {
 /// The segment's bytes, checksum filled in (as from `src` to `dst`).
 pub fn tcp_segment(src: Ip, dst: Ip, t: &Tcp) -> Vec<u8> {
     let mut options = t.options.clone();
-    while options.len() % 4 != 0 {
+    while !options.len().is_multiple_of(4) {
         options.push(0);
     }
     let offset = ((20 + options.len()) / 4) as u8;
