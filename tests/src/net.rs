@@ -204,19 +204,30 @@ impl NetGuest {
     }
 
     /// Waits for the listening line at console line `from` or later;
-    /// returns its index.
+    /// returns its index. The image saying it cannot listen, or the
+    /// process ending first, fails at once with that line.
     pub fn wait_listening(&self, from: usize) -> Result<usize, String> {
         let want = self.listening_line();
-        self.g
-            .wait_line(
-                from,
-                &format!(
-                    "`{want}` (the image listening: needs virtio-net, the stack and socket calls)"
-                ),
-                |l| l.contains(&want),
-                self.g.timeout(),
-            )
-            .map(|(i, _)| i)
+        let refused = format!("{}: cannot listen", self.image);
+        let ended = format!("spindle: process {} (pid ", self.image);
+        let (i, line) = self.g.wait_line(
+            from,
+            &format!(
+                "`{want}` (the image listening: needs virtio-net, the stack and socket calls)"
+            ),
+            |l| {
+                l.contains(&want)
+                    || l.contains(&refused)
+                    || l.contains(&ended)
+                    || l.contains("spindle: cannot run")
+            },
+            self.g.timeout(),
+        )?;
+        if line.contains(&want) {
+            Ok(i)
+        } else {
+            Err(format!("expected `{want}`, but the console says `{line}`"))
+        }
     }
 
     /// The pid of the running process named after the image (from `ps`).

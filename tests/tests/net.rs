@@ -23,7 +23,10 @@ use spindle_tests::net::{
     ECHO_PORT, EchoEnd, EchoTransfer, HttpConnection, NetBoot, NetGuest, RX_WORKER, STALL,
     TX_WORKER, check_pattern, connect, http_get,
 };
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// The big echo: 100 MB out and the same 100 MB back on one connection.
@@ -183,8 +186,16 @@ fn check_rings_grow(n: &mut NetGuest, pid: u64, t: &EchoTransfer) -> Result<(), 
 #[test]
 fn net_http_serves_a_page_and_a_megabyte() -> Result<(), String> {
     let (n, _, _) = boot_listening(&NetBoot::http())?;
-    let addr = n.service()?;
     let mut checks = Checks::default();
+    for (name, r) in http_checks(n.service()?) {
+        checks.check(name, r);
+    }
+    checks.finish(&n.g)
+}
+
+/// The `http` image's contract, checked from a client at `addr`.
+fn http_checks(addr: SocketAddr) -> Vec<(&'static str, Result<(), String>)> {
+    let mut out = Vec::new();
     let r = http_get(addr, "/").and_then(|resp| {
         let html = String::from_utf8_lossy(&resp.body);
         let kind = resp.header("content-type").unwrap_or("");
@@ -196,7 +207,7 @@ fn net_http_serves_a_page_and_a_megabyte() -> Result<(), String> {
         }
         Ok(())
     });
-    checks.check("GET /", r);
+    out.push(("GET /", r));
     let r = http_get(addr, "/bytes/1000000").and_then(|resp| {
         if resp.status != 200 || resp.body.len() != 1_000_000 {
             return Err(format!(
@@ -207,25 +218,25 @@ fn net_http_serves_a_page_and_a_megabyte() -> Result<(), String> {
         }
         check_pattern(&resp.body)
     });
-    checks.check("GET /bytes/1000000", r);
+    out.push(("GET /bytes/1000000", r));
     let r = (|| {
         let mut c = HttpConnection::open(addr, STALL)?;
-        let statuses = [
+        let responses = [
             c.get("/bytes/1000", false)?,
             c.get("/no/such/page", false)?,
             c.get("/", false)?,
             c.get("/bytes/70000", true)?,
         ];
-        let got: Vec<u16> = statuses.iter().map(|r| r.status).collect();
+        let got: Vec<u16> = responses.iter().map(|r| r.status).collect();
         if got != [200, 404, 200, 200] {
             return Err(format!("four requests on one connection gave {got:?}"));
         }
-        check_pattern(&statuses[0].body)?;
-        check_pattern(&statuses[3].body)?;
-        if statuses[3].body.len() != 70000 {
+        check_pattern(&responses[0].body)?;
+        check_pattern(&responses[3].body)?;
+        if responses[3].body.len() != 70000 {
             return Err(format!(
                 "/bytes/70000 gave {} bytes",
-                statuses[3].body.len()
+                responses[3].body.len()
             ));
         }
         if !c.closed_by_server(Duration::from_secs(10)) {
@@ -233,7 +244,7 @@ fn net_http_serves_a_page_and_a_megabyte() -> Result<(), String> {
         }
         Ok(())
     })();
-    checks.check("keep-alive then close", r);
+    out.push(("keep-alive then close", r));
     let r = (|| {
         let mut c = HttpConnection::open(addr, STALL)?;
         let resp = c.raw(b"NONSENSE\r\n\r\n")?;
@@ -245,8 +256,8 @@ fn net_http_serves_a_page_and_a_megabyte() -> Result<(), String> {
         }
         Ok(())
     })();
-    checks.check("bad request", r);
-    checks.finish(&n.g)
+    out.push(("bad request", r));
+    out
 }
 
 /// (d) + (e): a storm of process-directed SIGUSR1 during an echo reaches
@@ -488,7 +499,9 @@ fn net_sigkill_mid_echo_respawns() -> Result<(), String> {
             ));
         }
         let killed = wait_killed(&n, at, pid).map_err(|e| fail(&n, cycle, e))?;
-        at = n.wait_listening(killed).map_err(|e| fail(&n, cycle, e))?;
+        at = n
+            .wait_listening(killed + 1)
+            .map_err(|e| fail(&n, cycle, e))?;
         let next = n.pid().map_err(|e| fail(&n, cycle, e))?;
         if next == pid {
             return Err(fail(
@@ -569,7 +582,9 @@ fn net_sigkill_mid_download_respawns() -> Result<(), String> {
         }
         client_ended(&end, got, HUGE).map_err(|e| fail(&n, cycle, e))?;
         let killed = wait_killed(&n, at, pid).map_err(|e| fail(&n, cycle, e))?;
-        at = n.wait_listening(killed).map_err(|e| fail(&n, cycle, e))?;
+        at = n
+            .wait_listening(killed + 1)
+            .map_err(|e| fail(&n, cycle, e))?;
         let next = n.pid().map_err(|e| fail(&n, cycle, e))?;
         if next == pid {
             return Err(fail(
@@ -710,4 +725,99 @@ fn net_malformed_frames_leave_the_guest_answering() -> Result<(), String> {
     })();
     checks.check("still up", r);
     checks.finish(&n.g)
+}
+
+/// A host process of an image, killed when dropped, its stdout as lines.
+struct HostImage {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl HostImage {
+    /// Runs image `name` natively with port 0 and reads its listening line;
+    /// returns the process and the port it took.
+    fn start(name: &str) -> Result<(HostImage, u16), String> {
+        prepare()?;
+        let path = spindle_runner::images::image_artifact(name);
+        let mut child = Command::new(&path)
+            .arg("0")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("running {}: {e}", path.display()))?;
+        let out = child.stdout.take().ok_or("no stdout")?;
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut me = HostImage { child, lines };
+        let prefix = format!("{name}: listening on 0.0.0.0:");
+        let line = me.wait(|l| l.starts_with(&prefix))?;
+        let port = line[prefix.len()..]
+            .parse()
+            .map_err(|_| format!("unreadable listening line {line:?}"))?;
+        Ok((me, port))
+    }
+
+    /// The next line `want` accepts (within 30 s).
+    fn wait(&mut self, want: impl Fn(&str) -> bool) -> Result<String, String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) if want(&l) => return Ok(l),
+                Ok(_) => {}
+                Err(_) => return Err("the expected line did not come within 30 s".into()),
+            }
+        }
+    }
+}
+
+impl Drop for HostImage {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The images and the clients agree on the host (no guest): `echo` run
+/// natively echoes 20 MB intact through the checked client while SIGUSR1
+/// arrives, prints its client and signal lines; `http` passes
+/// `http_checks`. Checks the test instruments themselves, so a network
+/// test failing under Spindle points at the kernel.
+#[test]
+fn net_images_and_clients_agree_on_the_host() -> Result<(), String> {
+    let (mut echo, port) = HostImage::start("echo")?;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let t = EchoTransfer::start(addr, 20_000_000, 0x5eed_0004, STALL)?;
+    t.wait_received(1_000_000, Duration::from_secs(30))?;
+    for _ in 0..5 {
+        let status = Command::new("kill")
+            .args(["-USR1", &echo.child.id().to_string()])
+            .status()
+            .map_err(|e| format!("running kill: {e}"))?;
+        if !status.success() {
+            return Err(format!("kill -USR1 failed: {status}"));
+        }
+    }
+    t.join(Duration::from_secs(120))?.check_complete()?;
+    echo.wait(|l| l.starts_with("echo: client 127.0.0.1:") && l.ends_with("done, 20000000 bytes"))?;
+    let line = echo.wait(|l| l.starts_with("echo: SIGUSR1 handled "))?;
+    if line == "echo: SIGUSR1 handled 0 times" {
+        return Err(line);
+    }
+    let (_http, port) = HostImage::start("http")?;
+    let failed: Vec<String> = http_checks(SocketAddr::from(([127, 0, 0, 1], port)))
+        .into_iter()
+        .filter_map(|(name, r)| r.err().map(|e| format!("{name}: {e}")))
+        .collect();
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(failed.join("\n"))
+    }
 }
