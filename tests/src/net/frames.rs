@@ -320,7 +320,8 @@ pub fn malformed_frames() -> Vec<(&'static str, Vec<u8>)> {
     let syn = tcp_frame(&Tcp::syn(40000, 7777, 1000));
     let ping = icmp_echo_frame(0x4242, 1, b"spindle");
 
-    v.push(("empty frame", Vec::new()));
+    // No empty frame: QEMU's socket backend takes a 0-byte datagram for
+    // the end of the connection and stops reading the link for good.
     v.push(("1-byte frame", vec![0xff]));
     v.push(("truncated Ethernet header (10 bytes)", syn[..10].to_vec()));
     v.push((
@@ -545,8 +546,12 @@ impl FrameLink {
         }
     }
 
-    /// Hands one frame to QEMU for the guest.
+    /// Hands one frame to QEMU for the guest. An empty frame is refused:
+    /// QEMU would take the 0-byte datagram for the end of the link.
     pub fn send(&self, frame: &[u8]) -> Result<(), String> {
+        if frame.is_empty() {
+            return Err("an empty frame would end QEMU's side of the link".into());
+        }
         match self.sock.send_to(frame, self.qemu) {
             Ok(_) => Ok(()),
             // Nobody listening yet (QEMU starting): the datagram is lost,
@@ -605,6 +610,63 @@ impl FrameLink {
                 return Ok(Some(t));
             }
         }
+    }
+
+    /// Takes every frame waiting from the guest without blocking (answering
+    /// its ARP requests for `HOST_IP`); returns how many there were.
+    pub fn drain(&self) -> Result<u64, String> {
+        self.sock
+            .set_nonblocking(true)
+            .map_err(|e| format!("UDP non-blocking: {e}"))?;
+        let mut buf = vec![0u8; 65536];
+        let mut count = 0u64;
+        let outcome = loop {
+            match self.sock.recv(&mut buf) {
+                Ok(n) => {
+                    count += 1;
+                    if let Some((_, src, ETH_ARP, body)) = parse_ethernet(&buf[..n])
+                        && let Some(a) = parse_arp(body)
+                        && a.op == 1
+                        && a.tpa == HOST_IP
+                        && let Err(e) = self.send(&arp_reply_frame(src, a.spa))
+                    {
+                        break Err(e);
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break Ok(count),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::Interrupted | std::io::ErrorKind::ConnectionRefused
+                    ) => {}
+                Err(e) => break Err(format!("receiving frames: {e}")),
+            }
+        };
+        self.sock
+            .set_nonblocking(false)
+            .map_err(|e| format!("UDP blocking: {e}"))?;
+        outcome
+    }
+
+    /// Sends `count` frames made by `make` in bursts of 16 with a
+    /// millisecond between bursts, taking the guest's frames meanwhile;
+    /// returns how many frames came from the guest during the flood and
+    /// the second after it.
+    pub fn flood(&self, count: u32, make: impl Fn(u32) -> Vec<u8>) -> Result<u64, String> {
+        let mut answers = 0;
+        for i in 0..count {
+            self.send(&make(i))?;
+            if i % 16 == 15 {
+                answers += self.drain()?;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        let until = Instant::now() + Duration::from_secs(1);
+        while Instant::now() < until {
+            answers += self.drain()?;
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(answers)
     }
 
     /// The guest answers an ARP request for `GUEST_IP`; returns its MAC.
