@@ -18,7 +18,9 @@ use spindle_runner::ctl::render::{render_lwps, render_rings};
 use spindle_runner::images::{ProcessEnd, parse_process_log};
 use spindle_tests::ctl::{ALL_HELD, Checks, Lwp, find, parse_lwps, parse_ps, prepare};
 use spindle_tests::images::HEAP_SLACK_BYTES;
-use spindle_tests::net::frames::{GUEST_MAC, flood_frame, malformed_frames, show_ip};
+use spindle_tests::net::frames::{
+    GUEST_MAC, flood_frame, malformed_cleanup, malformed_frames, show_ip,
+};
 use spindle_tests::net::{
     ECHO_PORT, EchoEnd, EchoTransfer, HttpConnection, NetBoot, NetGuest, RX_WORKER, STALL,
     TX_WORKER, check_pattern, connect, http_get,
@@ -674,6 +676,9 @@ fn net_malformed_frames_leave_the_guest_answering() -> Result<(), String> {
             }
             link.arp_probe(Duration::from_secs(20))
                 .map_err(|e| format!("after `{name}`: {e}"))?;
+        }
+        for reset in malformed_cleanup() {
+            link.send(&reset)?;
         }
         Ok(())
     })();

@@ -485,6 +485,29 @@ pub fn malformed_frames() -> Vec<(&'static str, Vec<u8>)> {
     v
 }
 
+/// Resets for the half-open connections the malformed frames may have
+/// started (their SYNs with odd options but valid checksums, from ports
+/// 40000-40004 to the echo port), so later SYNs find the listener free.
+pub fn malformed_cleanup() -> Vec<Vec<u8>> {
+    [
+        (40000, 1000),
+        (40001, 5),
+        (40002, 5),
+        (40003, 99),
+        (40004, 7),
+    ]
+    .into_iter()
+    .map(|(sport, iss): (u16, u32)| {
+        tcp_frame(&Tcp {
+            flags: RST,
+            seq: iss.wrapping_add(1),
+            options: Vec::new(),
+            ..Tcp::syn(sport, 7777, 0)
+        })
+    })
+    .collect()
+}
+
 /// Frame `i` of a flood: valid and broken frames in turn (SYNs to a port
 /// nobody listens on, bad checksums, truncations, ARP requests for other
 /// addresses, pings).
