@@ -95,6 +95,16 @@ pub const IMAGES: &[ImageInfo] = &[
         about: "threads spinning, pausing and sleeping, a signal flood on SIGUSR2 (ctl tests)",
     },
     ImageInfo {
+        name: "echo",
+        kind: ImageKind::Rust,
+        about: "TCP echo server on std::net (`echo [PORT]`, default 7777; network tests)",
+    },
+    ImageInfo {
+        name: "http",
+        kind: ImageKind::Rust,
+        about: "HTTP/1.1 server on std::net (`http [PORT]`, default 8080): /, /bytes/N",
+    },
+    ImageInfo {
         name: "chello",
         kind: ImageKind::C,
         about: "C with musl-gcc -static: printf, argv, one pthread",

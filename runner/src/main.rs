@@ -42,7 +42,7 @@ enum Cmd {
     Run(RunArgs),
     /// Send one command to a running guest's control channel: ps,
     /// lwps [PID], pstop PID, prun PID, pstack PID, gcore PID,
-    /// kill -SIG PID, stats, help. Exit status: 0 ok, 1 the guest said
+    /// kill -SIG PID, stats, rings, help. Exit status: 0 ok, 1 the guest said
     /// error, 2 no running guest or no answer.
     Ctl(CtlArgs),
     /// Measure boot time or the scheduler.
@@ -169,10 +169,32 @@ struct CtlArgs {
     args: Vec<String>,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum NetChoice {
+    /// virtio-net on QEMU user networking (slirp), with TCP forwards.
     User,
+    /// virtio-net whose frames travel in UDP datagrams on 127.0.0.1
+    /// (`--udp LOCAL:REMOTE`); no slirp: set `net.ip=` with --append.
+    Socket,
     None,
+}
+
+fn parse_forward(s: &str) -> Result<(u16, u16), String> {
+    spindle_runner::qemu::parse_forward(s)
+}
+
+fn parse_udp(s: &str) -> Result<(u16, u16), String> {
+    let bad = || {
+        format!(
+            "--udp {s:?}: expected LOCAL:REMOTE, two UDP ports (1-65535) on 127.0.0.1: \
+             QEMU listens on LOCAL and sends the guest's frames to REMOTE"
+        )
+    };
+    let (l, r) = s.split_once(':').ok_or_else(bad)?;
+    match (l.parse::<u16>(), r.parse::<u16>()) {
+        (Ok(l), Ok(r)) if l != 0 && r != 0 => Ok((l, r)),
+        _ => Err(bad()),
+    }
 }
 
 #[derive(Args)]
@@ -193,9 +215,17 @@ struct BootArgs {
     append: Option<String>,
     #[arg(long, value_enum, default_value = "none")]
     net: NetChoice,
-    /// With --net user: forward 127.0.0.1:PORT to the guest's PORT.
-    #[arg(long, default_value_t = 5201)]
-    hostfwd_port: u16,
+    /// With --net user: forward TCP 127.0.0.1:HOST to the guest's port
+    /// GUEST (a lone PORT: the same on both sides). Repeatable.
+    #[arg(long = "forward", value_name = "HOST:GUEST", value_parser = parse_forward)]
+    forwards: Vec<(u16, u16)>,
+    /// With --net user: forward 127.0.0.1:PORT to the guest's PORT (the
+    /// default when no --forward is given: 5201).
+    #[arg(long, value_name = "PORT")]
+    hostfwd_port: Option<u16>,
+    /// With --net socket: QEMU's UDP ports on 127.0.0.1.
+    #[arg(long, value_name = "LOCAL:REMOTE", value_parser = parse_udp)]
+    udp: Option<(u16, u16)>,
     #[arg(long, value_enum, default_value = "q35")]
     machine: Machine,
     /// Default: qboot when installed, else SeaBIOS.
@@ -228,12 +258,46 @@ impl BootArgs {
         c.smp = self.smp;
         c.mem_mib = self.mem;
         c.append = self.append.clone();
-        if self.net == NetChoice::User {
-            c.net = Net::User {
-                hostfwd_port: self.hostfwd_port,
-            };
-        }
+        c.net = self.network()?;
         Ok(c)
+    }
+
+    /// The network the flags ask for; flags that do not fit it are errors.
+    fn network(&self) -> Result<Net> {
+        if self.net != NetChoice::User && (!self.forwards.is_empty() || self.hostfwd_port.is_some())
+        {
+            bail!("--forward and --hostfwd-port need --net user");
+        }
+        if self.net != NetChoice::Socket && self.udp.is_some() {
+            bail!("--udp needs --net socket");
+        }
+        Ok(match self.net {
+            NetChoice::None => Net::None,
+            NetChoice::User => {
+                let mut hostfwd = self.forwards.clone();
+                if let Some(p) = self.hostfwd_port {
+                    hostfwd.push((p, p));
+                }
+                if hostfwd.is_empty() {
+                    hostfwd.push((5201, 5201));
+                }
+                let mut hosts: Vec<u16> = hostfwd.iter().map(|f| f.0).collect();
+                hosts.sort_unstable();
+                if let Some(w) = hosts.windows(2).find(|w| w[0] == w[1]) {
+                    bail!("host port {} is forwarded twice", w[0]);
+                }
+                Net::User { hostfwd }
+            }
+            NetChoice::Socket => {
+                let Some((udp_local, udp_remote)) = self.udp else {
+                    bail!("--net socket needs --udp LOCAL:REMOTE");
+                };
+                Net::Socket {
+                    udp_local,
+                    udp_remote,
+                }
+            }
+        })
     }
 }
 
@@ -592,6 +656,67 @@ mod tests {
         // The runner's own flags may also follow the command word.
         let a = ctl(&["lwps", "--json", "1"]).unwrap();
         assert!(a.json && a.args == ["1"]);
+    }
+
+    fn boot(args: &[&str]) -> Result<BootArgs, clap::Error> {
+        let argv = ["cargo-spindle", "run"].iter().chain(args);
+        match Cli::try_parse_from(argv)?.command {
+            Cmd::Run(a) => Ok(a.boot),
+            _ => panic!("not run"),
+        }
+    }
+
+    fn network(args: &[&str]) -> Result<Net, String> {
+        boot(args)
+            .map_err(|e| e.to_string())?
+            .network()
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn net_flags_choose_the_netdev() {
+        assert_eq!(network(&[]), Ok(Net::None));
+        assert_eq!(network(&["--net", "user"]), Ok(Net::user_forwarding(5201)));
+        assert_eq!(
+            network(&["--net", "user", "--hostfwd-port", "6000"]),
+            Ok(Net::user_forwarding(6000))
+        );
+        assert_eq!(
+            network(&["--net", "user", "--forward", "8080:80", "--forward", "7777"]),
+            Ok(Net::User {
+                hostfwd: vec![(8080, 80), (7777, 7777)]
+            })
+        );
+        assert_eq!(
+            network(&["--net", "socket", "--udp", "4000:4001"]),
+            Ok(Net::Socket {
+                udp_local: 4000,
+                udp_remote: 4001
+            })
+        );
+    }
+
+    #[test]
+    fn bad_net_flags_say_what_is_wrong() {
+        let err = |args: &[&str], want: &str| {
+            let e = network(args).unwrap_err();
+            assert!(e.contains(want), "{args:?}: {e}");
+        };
+        err(&["--net", "user", "--forward", "80:x"], "HOST:GUEST");
+        err(&["--net", "user", "--forward", "0"], "not a TCP port");
+        err(&["--forward", "80:80"], "need --net user");
+        err(
+            &["--net", "none", "--hostfwd-port", "80"],
+            "need --net user",
+        );
+        err(
+            &["--net", "user", "--forward", "80:1", "--forward", "80:2"],
+            "forwarded twice",
+        );
+        err(&["--net", "socket"], "needs --udp");
+        err(&["--net", "socket", "--udp", "4000"], "LOCAL:REMOTE");
+        err(&["--net", "user", "--udp", "1:2"], "needs --net socket");
+        err(&["--net", "bogus"], "invalid value");
     }
 
     #[test]

@@ -49,14 +49,72 @@ impl std::fmt::Display for Accel {
     }
 }
 
-/// Guest networking.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Guest networking. Every variant but `None` gives the guest one
+/// `virtio-net-pci` device on the netdev `net0`.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Net {
     /// No network device at all.
     None,
-    /// virtio-net on QEMU user networking, forwarding 127.0.0.1:port to the
-    /// guest's same port.
-    User { hostfwd_port: u16 },
+    /// QEMU user networking (slirp: the guest is 10.0.2.15/24, the host
+    /// 10.0.2.2), with TCP `127.0.0.1:host_port` forwarded to the guest's
+    /// `guest_port` for each `(host_port, guest_port)` of `hostfwd`.
+    User { hostfwd: Vec<(u16, u16)> },
+    /// Raw Ethernet frames in UDP datagrams (`-netdev socket,udp=...`):
+    /// QEMU binds `127.0.0.1:udp_local`, delivers each datagram arriving
+    /// there to the guest as one frame, and sends every frame the guest
+    /// transmits to `127.0.0.1:udp_remote`. No slirp: give the guest
+    /// `net.ip=`/`net.gw=`. Tests use it to inject (malformed) frames.
+    Socket { udp_local: u16, udp_remote: u16 },
+}
+
+impl Net {
+    /// `user` networking forwarding `port` on 127.0.0.1 to the same guest
+    /// port.
+    pub fn user_forwarding(port: u16) -> Net {
+        Net::User {
+            hostfwd: vec![(port, port)],
+        }
+    }
+
+    /// The `-netdev` value, or `None` without a network.
+    pub fn netdev(&self) -> Option<String> {
+        match self {
+            Net::None => None,
+            Net::User { hostfwd } => {
+                let mut v = "user,id=net0".to_string();
+                for (host, guest) in hostfwd {
+                    v.push_str(&format!(",hostfwd=tcp:127.0.0.1:{host}-:{guest}"));
+                }
+                Some(v)
+            }
+            Net::Socket {
+                udp_local,
+                udp_remote,
+            } => Some(format!(
+                "socket,id=net0,udp=127.0.0.1:{udp_remote},localaddr=127.0.0.1:{udp_local}"
+            )),
+        }
+    }
+}
+
+/// Parses `HOST:GUEST` (or a lone `PORT` for both): TCP ports 1-65535.
+pub fn parse_forward(s: &str) -> Result<(u16, u16), String> {
+    let port = |what: &str, p: &str| -> Result<u16, String> {
+        match p.trim().parse::<u16>() {
+            Ok(0) | Err(_) => Err(format!(
+                "--forward {s:?}: the {what} port {p:?} is not a TCP port (1-65535); \
+                 expected HOST:GUEST, e.g. 8080:80"
+            )),
+            Ok(n) => Ok(n),
+        }
+    };
+    match s.split_once(':') {
+        Some((host, guest)) => Ok((port("host", host)?, port("guest", guest)?)),
+        None => {
+            let p = port("host", s)?;
+            Ok((p, p))
+        }
+    }
 }
 
 /// Where the guest's COM1 goes.
@@ -169,8 +227,7 @@ impl QemuConfig {
         let smp = self.smp.to_string();
         let mem = format!("{}M", self.mem_mib);
         push(&["-smp", &smp, "-m", &mem]);
-        if let Net::User { hostfwd_port: p } = self.net {
-            let netdev = format!("user,id=net0,hostfwd=tcp:127.0.0.1:{p}-:{p}");
+        if let Some(netdev) = self.net.netdev() {
             push(&["-netdev", &netdev, "-device", "virtio-net-pci,netdev=net0"]);
         }
         if let Some(port) = self.gdb_port {
@@ -270,7 +327,7 @@ mod tests {
         c.firmware = Firmware::Seabios;
         c.accel = Accel::Kvm;
         c.mem_mib = 512;
-        c.net = Net::User { hostfwd_port: 5201 };
+        c.net = Net::user_forwarding(5201);
         c.gdb_port = Some(1234);
         c.paused = true;
         let args = c.args();
@@ -287,6 +344,63 @@ mod tests {
         ));
         assert!(has_pair(&args, "-gdb", "tcp:127.0.0.1:1234"));
         assert!(args.iter().any(|a| a == "-S"));
+    }
+
+    #[test]
+    fn networks_become_a_netdev_and_one_virtio_device() {
+        let plain = QemuConfig::new("/k").args();
+        assert!(
+            !plain
+                .iter()
+                .any(|a| a == "-netdev" || a.contains("virtio-net"))
+        );
+
+        let mut c = QemuConfig::new("/k");
+        c.net = Net::User {
+            hostfwd: vec![(40001, 7777), (40002, 8080)],
+        };
+        let args = c.args();
+        assert!(has_pair(
+            &args,
+            "-netdev",
+            "user,id=net0,hostfwd=tcp:127.0.0.1:40001-:7777,hostfwd=tcp:127.0.0.1:40002-:8080"
+        ));
+        assert!(has_pair(&args, "-device", "virtio-net-pci,netdev=net0"));
+
+        c.net = Net::User { hostfwd: vec![] };
+        assert!(has_pair(&c.args(), "-netdev", "user,id=net0"));
+
+        c.net = Net::Socket {
+            udp_local: 40010,
+            udp_remote: 40011,
+        };
+        let args = c.args();
+        assert!(has_pair(
+            &args,
+            "-netdev",
+            "socket,id=net0,udp=127.0.0.1:40011,localaddr=127.0.0.1:40010"
+        ));
+        assert_eq!(
+            args.iter()
+                .filter(|a| a.starts_with("virtio-net-pci"))
+                .count(),
+            1
+        );
+    }
+
+    #[test]
+    fn forwards_parse_with_clear_errors() {
+        assert_eq!(parse_forward("8080:80"), Ok((8080, 80)));
+        assert_eq!(parse_forward("5201"), Ok((5201, 5201)));
+        for bad in [
+            "", ":80", "80:", "0:80", "80:0", "x:80", "65536:1", "1:2:3", "-1:5",
+        ] {
+            let e = parse_forward(bad).unwrap_err();
+            assert!(
+                e.contains("--forward") && e.contains("HOST:GUEST"),
+                "{bad}: {e}"
+            );
+        }
     }
 
     #[test]

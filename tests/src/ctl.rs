@@ -14,7 +14,7 @@ use spindle_runner::ctl::{CtlConnection, Reply};
 use spindle_runner::guest::GuardedChild;
 use spindle_runner::images;
 use spindle_runner::kbuild::{Profile, build_kernel};
-use spindle_runner::{QemuConfig, setup};
+use spindle_runner::{Net, QemuConfig, setup};
 use std::collections::BTreeSet;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -77,6 +77,10 @@ pub struct TargetBoot {
     pub respawn: Option<u32>,
     /// Another image than `target`, with its arguments.
     pub image: Option<(&'static str, Vec<String>)>,
+    /// The guest's network (none by default).
+    pub net: Net,
+    /// More kernel command-line words (`net.ip=...`).
+    pub append: Vec<String>,
 }
 
 impl Default for TargetBoot {
@@ -87,6 +91,8 @@ impl Default for TargetBoot {
             kworkers: 2,
             respawn: None,
             image: None,
+            net: Net::None,
+            append: Vec::new(),
         }
     }
 }
@@ -173,9 +179,14 @@ impl CtlGuest {
         } else {
             p.image.clone()
         });
-        let workers = format!("test.kworkers={}", boot.kworkers);
+        config.net = boot.net.clone();
+        let mut words = boot.append.clone();
+        if boot.kworkers > 0 {
+            words.push(format!("test.kworkers={}", boot.kworkers));
+        }
+        let words = words.join(" ");
         config.append = Some(
-            images::compose_append(Some(&workers), name, boot.respawn, &args)
+            images::compose_append(Some(&words), name, boot.respawn, &args)
                 .map_err(|e| format!("{e:#}"))?,
         );
         let mut cmd = config.command();

@@ -6,6 +6,7 @@
 
 pub mod ctl;
 pub mod images;
+pub mod net;
 
 use spindle_runner::GuestResult;
 use spindle_runner::guest::{GuestOutcome, READY_MARKER};

@@ -16,6 +16,7 @@ pub fn render(command: &str, value: &Value) -> String {
         "lwps" => render_lwps(value),
         "pstack" => render_pstack(value, &HashMap::new()),
         "stats" => render_stats(value),
+        "rings" => render_rings(value),
         "help" => render_help(value),
         "pstop" => render_ids(value, "stopped", "stopped"),
         "prun" => render_ids(value, "running", "running again"),
@@ -222,6 +223,46 @@ pub fn render_pstack(value: &Value, names: &HashMap<u64, String>) -> String {
     out
 }
 
+/// `rings`: one row per ring of each process's network attachment:
+/// PID NAME KIND STATE REQ FRAMES BYTES KICKS INTR SUPPR DROPS INFLIGHT
+/// (`REQ` the pending requests, `-` when none).
+pub fn render_rings(value: &Value) -> String {
+    let Some(rings) = value.get("rings").and_then(Value::as_array) else {
+        return json(value, true) + "\n";
+    };
+    if rings.is_empty() {
+        return "no rings (no process has a network attachment)\n".into();
+    }
+    let keys = [
+        "pid",
+        "name",
+        "kind",
+        "state",
+        "requests",
+        "frames",
+        "bytes",
+        "kicks",
+        "interrupts",
+        "suppressed",
+        "drops",
+        "in_flight",
+    ];
+    let rows: Vec<Vec<String>> = rings
+        .iter()
+        .map(|r| keys.iter().map(|k| field(r, k)).collect())
+        .collect();
+    table(
+        &[
+            "PID", "NAME", "KIND", "STATE", "REQ", "FRAMES", "BYTES", "KICKS", "INTR", "SUPPR",
+            "DROPS", "INFLIGHT",
+        ],
+        &[
+            true, false, false, false, false, true, true, true, true, true, true, true,
+        ],
+        &rows,
+    )
+}
+
 /// `stats`: `key: value` lines.
 pub fn render_stats(value: &Value) -> String {
     let Some(map) = value.as_object() else {
@@ -295,6 +336,57 @@ mod tests {
         assert_eq!(&lines[3][end - 5..end], "1.234");
         assert!(lines[4].starts_with("K: kernel-only"));
         assert!(lines[5].starts_with("P: parked"));
+    }
+
+    #[test]
+    fn rings_is_one_row_per_ring() {
+        let v = json!({"rings": [
+            {"pid": 2, "name": "vnet0-rx0", "kind": "rx", "state": "RUN", "requests": "",
+             "worker": 5, "frames": 123, "bytes": 45678, "kicks": 3, "interrupts": 40,
+             "suppressed": 12, "drops": 0, "in_flight": 256},
+            {"pid": 2, "name": "vnet0-tx0", "kind": "tx", "state": "RUN", "requests": "PAUSE",
+             "worker": 6, "frames": 7, "bytes": 900, "kicks": 1000, "interrupts": 2,
+             "suppressed": 0, "drops": 5, "in_flight": 0}
+        ]});
+        let text = render("rings", &v);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        let header: Vec<&str> = lines[0].split_whitespace().collect();
+        assert_eq!(
+            header,
+            [
+                "PID", "NAME", "KIND", "STATE", "REQ", "FRAMES", "BYTES", "KICKS", "INTR", "SUPPR",
+                "DROPS", "INFLIGHT"
+            ]
+        );
+        let rx: Vec<&str> = lines[1].split_whitespace().collect();
+        assert_eq!(
+            rx,
+            [
+                "2",
+                "vnet0-rx0",
+                "rx",
+                "RUN",
+                "-",
+                "123",
+                "45678",
+                "3",
+                "40",
+                "12",
+                "0",
+                "256"
+            ]
+        );
+        let tx: Vec<&str> = lines[2].split_whitespace().collect();
+        assert_eq!(tx[4], "PAUSE");
+        assert_eq!(tx[10], "5");
+        // Numbers are right-aligned under their headers.
+        let end = lines[0].find("BYTES").unwrap() + 5;
+        assert_eq!(&lines[1][end - 5..end], "45678");
+        assert_eq!(&lines[2][end - 5..end], "  900");
+        assert!(render("rings", &json!({"rings": []})).starts_with("no rings"));
+        assert!(render("rings", &json!({"rings": [{}]})).contains('?'));
+        assert!(render("rings", &json!(5)).contains('5'));
     }
 
     #[test]

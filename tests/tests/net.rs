@@ -1,0 +1,832 @@
+//! `cargo test`'s network suite: boots the `echo` and `http` images with
+//! virtio-net (QEMU user networking with forwarded ports, or a raw-frame
+//! link over UDP) and drives them from the host, watching the kernel's
+//! network workers and rings through the control channel.
+//!
+//! One guest per group of checks (each TCG boot costs seconds), the groups
+//! in parallel (one test each, run by the standard harness's threads);
+//! inside a group every check runs and the group reports all failures at
+//! once with the console's tail. Every socket has timeouts and every wait
+//! a deadline: a guest that stops answering fails a test, never hangs it.
+//!
+//! Needs the kernel side of docs/network.md (virtio-net, the stack, the
+//! Linux socket calls, the `vnet0-rx0`/`vnet0-tx0` workers, `ctl rings`):
+//! until it lands every test here fails, saying what was missing (first:
+//! no `echo: listening on 0.0.0.0:7777` line).
+
+use spindle_runner::ctl::render::{render_lwps, render_rings};
+use spindle_runner::images::{ProcessEnd, parse_process_log};
+use spindle_tests::ctl::{ALL_HELD, Checks, Lwp, find, parse_lwps, parse_ps, prepare};
+use spindle_tests::images::HEAP_SLACK_BYTES;
+use spindle_tests::net::frames::{
+    GUEST_MAC, flood_frame, malformed_cleanup, malformed_frames, show_ip,
+};
+use spindle_tests::net::{
+    ECHO_PORT, EchoEnd, EchoTransfer, HttpConnection, NetBoot, NetGuest, RX_WORKER, STALL,
+    TX_WORKER, check_pattern, connect, http_get,
+};
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// The big echo: 100 MB out and the same 100 MB back on one connection.
+const ECHO_BYTES: u64 = 100_000_000;
+/// The longest the big echo may take (TCG with slirp does 50-150 Mbit/s,
+/// so about 10-20 s alone; guests booting in parallel slow it down).
+const ECHO_LIMIT: Duration = Duration::from_secs(600);
+/// Transfers that must still be flowing while the control channel works.
+const BUSY_BYTES: u64 = 64_000_000;
+/// Signals of the storm (process-directed SIGUSR1, one `ctl kill` each).
+const STORM_SIGNALS: u32 = 200;
+/// Of those, at least this many must be sent while the echo still flows.
+const STORM_DURING_TRAFFIC: u32 = 20;
+/// SIGKILL cycles per direction (each a run of the image: `respawn`).
+const KILL_CYCLES: u32 = 100;
+/// Bytes that must have moved in a cycle before the SIGKILL.
+const KILL_AFTER_BYTES: u64 = 256 * 1024;
+/// Frames in the flood through the raw-frame link.
+const FLOOD_FRAMES: u32 = 10_000;
+/// Of the flood, at least this many must reach the guest's RX ring (the
+/// host drops datagrams QEMU does not read in time).
+const FLOOD_MIN_DELIVERED: u64 = 1_000;
+/// Of the flood's 3,333 frames that call for an answer (a third: SYNs to
+/// a closed port, pings), at least this many must be answered during it
+/// (a Linux guest under TCG answers all of them).
+const FLOOD_MIN_ANSWERS: u64 = 100;
+
+fn mb(bytes: u64) -> f64 {
+    bytes as f64 / 1e6
+}
+
+/// Boots `b` and waits for the image's listening line; returns the guest,
+/// the line's index and the process's pid.
+fn boot_listening(b: &NetBoot) -> Result<(NetGuest, usize, u64), String> {
+    let p = prepare()?;
+    let mut n = NetGuest::boot(p, b)?;
+    let at = n
+        .wait_listening(0)
+        .map_err(|e| format!("{e}\n{}", n.g.tail()))?;
+    let pid = n.pid().map_err(|e| format!("{e}\n{}", n.g.tail()))?;
+    Ok((n, at, pid))
+}
+
+/// The network workers of `pid`: exactly one LWP named each, kernel-only,
+/// every signal held, flagged `K` in the rendered table; no user LWP has
+/// a worker's name.
+fn check_workers(n: &mut NetGuest, pid: u64) -> Result<(Lwp, Lwp), String> {
+    let v = n.g.ok(&format!("lwps {pid}"))?;
+    let (_, lwps) = parse_lwps(&v)?;
+    let table = render_lwps(&v);
+    let mut out = Vec::new();
+    for name in [RX_WORKER, TX_WORKER] {
+        let w = find(&lwps, name)?;
+        if !w.kernel_only || w.hold_mask.to_ascii_lowercase() != ALL_HELD {
+            return Err(format!(
+                "{name}: expected kernel_only and hold_mask {ALL_HELD}: {w:?}"
+            ));
+        }
+        let row = table
+            .lines()
+            .find(|r| r.split_whitespace().nth(2) == Some(name))
+            .ok_or_else(|| format!("no row for {name} in\n{table}"))?;
+        let flags = row.split_whitespace().nth(4).unwrap_or("");
+        if !flags.split(',').any(|f| f == "K") {
+            return Err(format!("{name}'s row lacks the K flag: `{row}`"));
+        }
+        out.push(w.clone());
+    }
+    if let Some(l) = lwps
+        .iter()
+        .find(|l| !l.kernel_only && l.name.starts_with("vnet"))
+    {
+        return Err(format!("a user LWP has a worker's name: {l:?}"));
+    }
+    let tx = out.pop().ok_or("unreachable")?;
+    let rx = out.pop().ok_or("unreachable")?;
+    Ok((rx, tx))
+}
+
+/// (a) + (c): 100 MB echoed on one connection (both directions at once)
+/// with the checksums equal; while it flows, `lwps` shows the two
+/// kernel-only workers and `rings` both rings running, their frame and
+/// byte counters growing.
+#[test]
+fn net_echo_100mb_checksummed_with_workers_and_rings() -> Result<(), String> {
+    let (mut n, at, pid) = boot_listening(&NetBoot::echo())?;
+    let t = EchoTransfer::start(n.service()?, ECHO_BYTES, 0x5eed_0001, STALL)?;
+    let mut checks = Checks::default();
+    let flowing = t.wait_received(1_000_000, Duration::from_secs(120));
+    let r = flowing
+        .clone()
+        .and_then(|_| check_workers(&mut n, pid).map(drop));
+    checks.check("workers while traffic flows", r);
+    let r = flowing.and_then(|_| check_rings_grow(&mut n, pid, &t));
+    checks.check("rings run and count", r);
+    let r = t.join(ECHO_LIMIT).and_then(|report| {
+        report.check_complete()?;
+        println!(
+            "net echo: {} MB each way in {:.1} s ({:.0} Mbit/s each way)",
+            mb(report.received),
+            report.elapsed.as_secs_f64(),
+            report.mbit_per_s()
+        );
+        let done = format!("done, {ECHO_BYTES} bytes");
+        n.g.wait_line(
+            at,
+            &format!("`echo: client ... {done}`"),
+            |l| l.starts_with("echo: client ") && l.ends_with(&done),
+            Duration::from_secs(30),
+        )
+        .map(drop)
+    });
+    checks.check("100 MB echo", r);
+    checks.finish(&n.g)
+}
+
+/// Two readings of `rings` 500 ms apart while `t` flows: RX and TX of
+/// `pid` in RUN, no request pending, frames and bytes growing, the worker
+/// ids those of the `lwps` workers; the table renders one row per ring.
+fn check_rings_grow(n: &mut NetGuest, pid: u64, t: &EchoTransfer) -> Result<(), String> {
+    let (rx1, tx1) = n.rx_tx(pid)?;
+    std::thread::sleep(Duration::from_millis(500));
+    if t.received() >= t.total {
+        return Err("the transfer ended before the second reading".into());
+    }
+    let (rx2, tx2) = n.rx_tx(pid)?;
+    for r in [&rx1, &tx1, &rx2, &tx2] {
+        if r.state != "RUN" || !r.requests.is_empty() {
+            return Err(format!("expected RUN with no request pending: {r:?}"));
+        }
+    }
+    for (a, b) in [(&rx1, &rx2), (&tx1, &tx2)] {
+        if b.frames <= a.frames || b.bytes <= a.bytes {
+            return Err(format!(
+                "{}: frames {} -> {}, bytes {} -> {} in 500 ms of traffic: not growing",
+                a.name, a.frames, b.frames, a.bytes, b.bytes
+            ));
+        }
+    }
+    let (rxw, txw) = check_workers(n, pid)?;
+    if rx2.worker != Some(rxw.id) || tx2.worker != Some(txw.id) {
+        return Err(format!(
+            "the rings' workers {:?}/{:?} are not the LWPs {}/{}",
+            rx2.worker, tx2.worker, rxw.id, txw.id
+        ));
+    }
+    let table = render_rings(&n.g.ok("rings")?);
+    let rows = table
+        .lines()
+        .filter(|l| l.split_whitespace().next() == Some(&pid.to_string()))
+        .count();
+    if rows != 2 {
+        return Err(format!("expected 2 rows for pid {pid} in\n{table}"));
+    }
+    Ok(())
+}
+
+/// (b): `/` and `/bytes/1000000` to a host client; keep-alive serves
+/// several requests on one connection, `Connection: close` closes it;
+/// unknown paths 404, a malformed request 400.
+#[test]
+fn net_http_serves_a_page_and_a_megabyte() -> Result<(), String> {
+    let (n, _, _) = boot_listening(&NetBoot::http())?;
+    let mut checks = Checks::default();
+    for (name, r) in http_checks(n.service()?) {
+        checks.check(name, r);
+    }
+    checks.finish(&n.g)
+}
+
+/// The `http` image's contract, checked from a client at `addr`.
+fn http_checks(addr: SocketAddr) -> Vec<(&'static str, Result<(), String>)> {
+    let mut out = Vec::new();
+    let r = http_get(addr, "/").and_then(|resp| {
+        let html = String::from_utf8_lossy(&resp.body);
+        let kind = resp.header("content-type").unwrap_or("");
+        if resp.status != 200
+            || !kind.starts_with("text/html")
+            || !html.contains("<title>Spindle</title>")
+        {
+            return Err(format!("GET / gave {} ({kind}): {html:?}", resp.status));
+        }
+        Ok(())
+    });
+    out.push(("GET /", r));
+    let r = http_get(addr, "/bytes/1000000").and_then(|resp| {
+        if resp.status != 200 || resp.body.len() != 1_000_000 {
+            return Err(format!(
+                "GET /bytes/1000000 gave {} with {} bytes",
+                resp.status,
+                resp.body.len()
+            ));
+        }
+        check_pattern(&resp.body)
+    });
+    out.push(("GET /bytes/1000000", r));
+    let r = (|| {
+        let mut c = HttpConnection::open(addr, STALL)?;
+        let responses = [
+            c.get("/bytes/1000", false)?,
+            c.get("/no/such/page", false)?,
+            c.get("/", false)?,
+            c.get("/bytes/70000", true)?,
+        ];
+        let got: Vec<u16> = responses.iter().map(|r| r.status).collect();
+        if got != [200, 404, 200, 200] {
+            return Err(format!("four requests on one connection gave {got:?}"));
+        }
+        check_pattern(&responses[0].body)?;
+        check_pattern(&responses[3].body)?;
+        if responses[3].body.len() != 70000 {
+            return Err(format!(
+                "/bytes/70000 gave {} bytes",
+                responses[3].body.len()
+            ));
+        }
+        if !c.closed_by_server(Duration::from_secs(10)) {
+            return Err("the server kept the connection after `Connection: close`".into());
+        }
+        Ok(())
+    })();
+    out.push(("keep-alive then close", r));
+    let r = (|| {
+        let mut c = HttpConnection::open(addr, STALL)?;
+        let resp = c.raw(b"NONSENSE\r\n\r\n")?;
+        if resp.status != 400 {
+            return Err(format!("a malformed request gave {}", resp.status));
+        }
+        if !c.closed_by_server(Duration::from_secs(10)) {
+            return Err("the connection stayed open after a 400".into());
+        }
+        Ok(())
+    })();
+    out.push(("bad request", r));
+    out
+}
+
+/// (d) + (e): a storm of process-directed SIGUSR1 during an echo reaches
+/// only user threads (the workers stay kernel-only with every signal held,
+/// never in signal code, the same LWPs) and the echo completes intact;
+/// then `pstop` during another echo freezes both rings' counters for a
+/// second, and after `prun` that echo completes intact.
+#[test]
+fn net_signal_storm_and_pstop_during_traffic() -> Result<(), String> {
+    let (mut n, at, pid) = boot_listening(&NetBoot::echo())?;
+    let mut checks = Checks::default();
+    let r = check_storm(&mut n, pid, at);
+    checks.check("signal storm", r);
+    let r = check_pstop(&mut n, pid);
+    checks.check("pstop/prun", r);
+    checks.finish(&n.g)
+}
+
+fn check_storm(n: &mut NetGuest, pid: u64, at: usize) -> Result<(), String> {
+    let t = EchoTransfer::start(n.service()?, BUSY_BYTES, 0x5eed_0002, STALL)?;
+    t.wait_received(1_000_000, Duration::from_secs(120))?;
+    let (rx0, tx0) = check_workers(n, pid)?;
+    let (mut sent, mut during) = (0u32, 0u32);
+    while sent < STORM_SIGNALS {
+        let flowing = t.received() < t.total;
+        let v = n.g.ok(&format!("kill -USR1 {pid}"))?;
+        if v["pid"] != pid || v["signal"] != 10 {
+            return Err(format!("`kill -USR1 {pid}` said {v}"));
+        }
+        sent += 1;
+        if flowing {
+            during += 1;
+        }
+        if sent % 25 == 0 {
+            let (rx, tx) = check_workers(n, pid)?;
+            for (w, first) in [(&rx, &rx0), (&tx, &tx0)] {
+                if w.id != first.id {
+                    return Err(format!(
+                        "{} changed during the storm: {first:?} -> {w:?}",
+                        w.name
+                    ));
+                }
+                if let Some(wchan) = w.wchan.as_deref().filter(|c| c.contains("signal")) {
+                    return Err(format!(
+                        "{} waits in signal code ({wchan}) during the storm: {w:?}",
+                        w.name
+                    ));
+                }
+            }
+        }
+    }
+    let report = t.join(ECHO_LIMIT)?;
+    report.check_complete()?;
+    if during < STORM_DURING_TRAFFIC {
+        return Err(format!(
+            "only {during} of {sent} signals went out while the echo flowed (want \
+             {STORM_DURING_TRAFFIC}): make BUSY_BYTES larger"
+        ));
+    }
+    let done = format!("done, {BUSY_BYTES} bytes");
+    let (i, _) = n.g.wait_line(
+        at,
+        &format!("`echo: client ... {done}`"),
+        |l| l.starts_with("echo: client ") && l.ends_with(&done),
+        Duration::from_secs(30),
+    )?;
+    let (_, line) = n.g.wait_line(
+        i,
+        "`echo: SIGUSR1 handled N times`",
+        |l| l.starts_with("echo: SIGUSR1 handled "),
+        Duration::from_secs(30),
+    )?;
+    let handled: u32 = line
+        .split_whitespace()
+        .nth(3)
+        .and_then(|w| w.parse().ok())
+        .ok_or_else(|| format!("unreadable {line:?}"))?;
+    // Standard signals merge while pending: between 1 and all of them.
+    if handled == 0 || handled > sent {
+        return Err(format!(
+            "{sent} SIGUSR1 sent, the handler counted {handled}"
+        ));
+    }
+    if n.pid()? != pid {
+        return Err("the process changed during the storm".into());
+    }
+    Ok(())
+}
+
+fn check_pstop(n: &mut NetGuest, pid: u64) -> Result<(), String> {
+    let t = EchoTransfer::start(n.service()?, BUSY_BYTES, 0x5eed_0003, STALL)?;
+    t.wait_received(2_000_000, Duration::from_secs(120))?;
+    n.g.ok(&format!("pstop {pid}"))?;
+    let frozen = (|| {
+        let lwps = n.g.lwps(pid)?;
+        let running: Vec<&Lwp> = lwps.iter().filter(|l| !l.is_stopped()).collect();
+        if !running.is_empty() {
+            return Err(format!("after pstop, not parked: {running:?}"));
+        }
+        for name in [RX_WORKER, TX_WORKER] {
+            find(&lwps, name)?;
+        }
+        let (rx1, tx1) = n.rx_tx(pid)?;
+        std::thread::sleep(Duration::from_secs(1));
+        let (rx2, tx2) = n.rx_tx(pid)?;
+        for (a, b) in [(&rx1, &rx2), (&tx1, &tx2)] {
+            if (a.frames, a.bytes) != (b.frames, b.bytes) {
+                return Err(format!(
+                    "{} moved while stopped: frames {} -> {}, bytes {} -> {}",
+                    a.name, a.frames, b.frames, a.bytes, b.bytes
+                ));
+            }
+        }
+        if t.received() >= t.total {
+            return Err("the transfer finished while the process was stopped".into());
+        }
+        Ok(())
+    })();
+    // Resume whatever happened, so the transfer can end.
+    let resumed = n.g.ok(&format!("prun {pid}")).map(drop);
+    frozen?;
+    resumed?;
+    let report = t.join(ECHO_LIMIT)?;
+    report.check_complete()
+}
+
+/// One SIGKILL cycle's outcome on the host side: the client ended with an
+/// error or EOF (never a stall), having moved this many bytes.
+fn client_ended(end: &EchoEnd, moved: u64, total: u64) -> Result<(), String> {
+    match end {
+        EchoEnd::EarlyEof | EchoEnd::Error(..) => Ok(()),
+        EchoEnd::Complete => Err(format!("all {total} bytes came back despite the SIGKILL")),
+        EchoEnd::Stalled(why) => Err(format!(
+            "the host client hung after the SIGKILL ({why}, {moved} bytes moved): the dying \
+             process's connections must be reset or closed"
+        )),
+    }
+}
+
+/// Waits for the kernel's line that `image` (pid) was killed by SIGKILL;
+/// returns its index.
+fn wait_killed(n: &NetGuest, from: usize, pid: u64) -> Result<usize, String> {
+    let end = format!(
+        "spindle: process {} (pid {pid}) killed by signal 9",
+        n.image
+    );
+    let (at, line) = n.g.wait_line(
+        from,
+        &format!("`{end}`"),
+        |l| l.contains(&end),
+        n.g.timeout(),
+    )?;
+    if line.contains("core dumped") {
+        return Err(format!("SIGKILL dumped core: {line:?}"));
+    }
+    Ok(at)
+}
+
+/// After the cycles: every run killed by 9 (no core), a memory line
+/// before each run and after each killed one, and from run 2 on the frames
+/// exactly back after each run and the heap within `HEAP_SLACK_BYTES`,
+/// without growth over the runs.
+fn check_cycle_memory(n: &NetGuest, cycles: u32) -> Result<(), String> {
+    let log = parse_process_log(&n.g.log());
+    let cycles = cycles as usize;
+    let killed = log
+        .ends
+        .iter()
+        .filter(|e| matches!(e, ProcessEnd::Killed { signal, .. } if signal == "9"))
+        .count();
+    if killed != cycles || log.ends.len() != cycles || !log.dumped_core.is_empty() {
+        return Err(format!(
+            "expected {cycles} runs killed by signal 9 without a core: ends {:?}",
+            log.ends
+        ));
+    }
+    let (before, after) = (&log.memory_before, &log.memory_after);
+    if before.len() < cycles + 1 || after.len() != cycles {
+        return Err(format!(
+            "expected {} `memory before process` and {cycles} `memory after exit` lines, saw \
+             {} and {}",
+            cycles + 1,
+            before.len(),
+            after.len()
+        ));
+    }
+    for run in 1..cycles {
+        let (b, a) = (before[run], after[run]);
+        if a.free_frames != b.free_frames || a.heap_bytes.abs_diff(b.heap_bytes) > HEAP_SLACK_BYTES
+        {
+            return Err(format!(
+                "run {}: memory before {b:?}, after its SIGKILL {a:?}: not back",
+                run + 1
+            ));
+        }
+    }
+    if cycles >= 2 {
+        let (settled, last) = (after[1].heap_bytes, after[cycles - 1].heap_bytes);
+        if last > settled + HEAP_SLACK_BYTES {
+            return Err(format!(
+                "heap after run {cycles} is {last} bytes, run 2 left {settled}: the heap grows"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// (f), host to guest: `KILL_CYCLES` times, an echo (host sending, guest
+/// reading and echoing) is cut by SIGKILL after `KILL_AFTER_BYTES`; the
+/// host client sees an error or EOF, never a hang; the kernel reports the
+/// death, prints its memory lines, and the next run (`respawn`) serves
+/// again. Memory comes back after every run.
+#[test]
+fn net_sigkill_mid_echo_respawns() -> Result<(), String> {
+    let b = NetBoot {
+        respawn: Some(KILL_CYCLES),
+        ..NetBoot::echo()
+    };
+    let (mut n, mut at, mut pid) = boot_listening(&b)?;
+    let fail = |n: &NetGuest, cycle: u32, e: String| {
+        format!("cycle {} of {KILL_CYCLES}: {e}\n{}", cycle + 1, n.g.tail())
+    };
+    for cycle in 0..KILL_CYCLES {
+        let t = EchoTransfer::start(n.service()?, 1 << 40, u64::from(cycle), STALL)
+            .map_err(|e| fail(&n, cycle, e))?;
+        t.wait_received(KILL_AFTER_BYTES, Duration::from_secs(120))
+            .map_err(|e| fail(&n, cycle, e))?;
+        n.g.ok(&format!("kill -KILL {pid}"))
+            .map_err(|e| fail(&n, cycle, e))?;
+        let report = t
+            .join(STALL + Duration::from_secs(30))
+            .map_err(|e| fail(&n, cycle, e))?;
+        client_ended(&report.end, report.received, report.total).map_err(|e| fail(&n, cycle, e))?;
+        if report.first_mismatch.is_some() {
+            return Err(fail(
+                &n,
+                cycle,
+                format!("corrupt echo before the kill: {report:?}"),
+            ));
+        }
+        let killed = wait_killed(&n, at, pid).map_err(|e| fail(&n, cycle, e))?;
+        at = n
+            .wait_listening(killed + 1)
+            .map_err(|e| fail(&n, cycle, e))?;
+        let next = n.pid().map_err(|e| fail(&n, cycle, e))?;
+        if next == pid {
+            return Err(fail(
+                &n,
+                cycle,
+                format!("the next run has the same pid {pid}"),
+            ));
+        }
+        pid = next;
+    }
+    // The last run serves a whole echo.
+    let t = EchoTransfer::start(n.service()?, 1_000_000, 99, STALL)?;
+    t.join(ECHO_LIMIT)
+        .and_then(|r| r.check_complete())
+        .map_err(|e| format!("after the cycles: {e}\n{}", n.g.tail()))?;
+    check_cycle_memory(&n, KILL_CYCLES).map_err(|e| format!("{e}\n{}", n.g.tail()))
+}
+
+/// (f), guest to host: as `net_sigkill_mid_echo_respawns`, with the
+/// `http` image streaming `/bytes/2000000000` to the host, cut by SIGKILL
+/// after `KILL_AFTER_BYTES` arrived.
+#[test]
+fn net_sigkill_mid_download_respawns() -> Result<(), String> {
+    const HUGE: u64 = 2_000_000_000;
+    let b = NetBoot {
+        respawn: Some(KILL_CYCLES),
+        ..NetBoot::http()
+    };
+    let (mut n, mut at, mut pid) = boot_listening(&b)?;
+    let fail = |n: &NetGuest, cycle: u32, e: String| {
+        format!("cycle {} of {KILL_CYCLES}: {e}\n{}", cycle + 1, n.g.tail())
+    };
+    for cycle in 0..KILL_CYCLES {
+        let mut s = connect(n.service()?, STALL).map_err(|e| fail(&n, cycle, e))?;
+        let req = format!("GET /bytes/{HUGE} HTTP/1.1\r\nHost: spindle\r\n\r\n");
+        std::io::Write::write_all(&mut s, req.as_bytes())
+            .map_err(|e| fail(&n, cycle, format!("sending the request: {e}")))?;
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut got = 0u64;
+        let mut killed_at = None;
+        let started = Instant::now();
+        let end = loop {
+            if killed_at.is_none() && got >= KILL_AFTER_BYTES {
+                n.g.ok(&format!("kill -KILL {pid}"))
+                    .map_err(|e| fail(&n, cycle, e))?;
+                killed_at = Some(got);
+            }
+            match s.read(&mut buf) {
+                Ok(0) => break EchoEnd::EarlyEof,
+                Ok(k) => got += k as u64,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    break EchoEnd::Stalled(format!(
+                        "nothing for {:.0} s after {got} bytes",
+                        STALL.as_secs_f64()
+                    ));
+                }
+                Err(e) => break EchoEnd::Error(e.kind(), e.to_string()),
+            }
+            if started.elapsed() > ECHO_LIMIT {
+                break EchoEnd::Stalled(format!(
+                    "still reading after {:.0} s",
+                    ECHO_LIMIT.as_secs_f64()
+                ));
+            }
+        };
+        if killed_at.is_none() {
+            return Err(fail(
+                &n,
+                cycle,
+                format!("the download ended ({end:?}) after {got} bytes, before the SIGKILL"),
+            ));
+        }
+        client_ended(&end, got, HUGE).map_err(|e| fail(&n, cycle, e))?;
+        let killed = wait_killed(&n, at, pid).map_err(|e| fail(&n, cycle, e))?;
+        at = n
+            .wait_listening(killed + 1)
+            .map_err(|e| fail(&n, cycle, e))?;
+        let next = n.pid().map_err(|e| fail(&n, cycle, e))?;
+        if next == pid {
+            return Err(fail(
+                &n,
+                cycle,
+                format!("the next run has the same pid {pid}"),
+            ));
+        }
+        pid = next;
+    }
+    let resp = http_get(n.service()?, "/bytes/100000")
+        .map_err(|e| format!("after the cycles: {e}\n{}", n.g.tail()))?;
+    if resp.status != 200 || resp.body.len() != 100_000 {
+        return Err(format!(
+            "after the cycles GET /bytes/100000 gave {} with {} bytes\n{}",
+            resp.status,
+            resp.body.len(),
+            n.g.tail()
+        ));
+    }
+    check_cycle_memory(&n, KILL_CYCLES).map_err(|e| format!("{e}\n{}", n.g.tail()))
+}
+
+/// The sum of the drop counters: every ring's `drops` plus every `stats`
+/// figure whose name mentions `drop`.
+fn drop_count(n: &mut NetGuest) -> Result<u64, String> {
+    let rings: u64 = n.rings()?.iter().map(|r| r.drops).sum();
+    let stats = n.g.ok("stats")?;
+    let extra: u64 = stats
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter(|(k, _)| k.contains("drop"))
+                .filter_map(|(_, v)| v.as_u64())
+                .sum()
+        })
+        .unwrap_or(0);
+    Ok(rings + extra)
+}
+
+/// (g): through the raw-frame link (`-netdev socket`, the guest at
+/// 192.168.76.2): the guest answers ARP, ping and a SYN to the echo port;
+/// then every malformed frame (truncated headers, bad checksums, bogus
+/// TCP options, lying lengths, 9000-byte frames), each followed by an ARP
+/// probe, then a flood of 10,000 frames; afterwards it still answers all
+/// three, the process still runs, the kernel neither panicked nor
+/// faulted, and a drop counter (`rings` drops or a `stats` figure
+/// mentioning drop) grew.
+#[test]
+fn net_malformed_frames_leave_the_guest_answering() -> Result<(), String> {
+    let b = NetBoot {
+        frame_link: true,
+        forward: Vec::new(),
+        ..NetBoot::echo()
+    };
+    let (mut n, _, pid) = boot_listening(&b)?;
+    let Some(link) = n.link.take() else {
+        return Err("no frame link".into());
+    };
+    let up = |link: &spindle_tests::net::frames::FrameLink, seq: u16, wait: Duration| {
+        let mac = link.arp_probe(wait)?;
+        if mac != GUEST_MAC {
+            return Err(format!(
+                "the guest answered ARP with MAC {mac:02x?}, not {GUEST_MAC:02x?}"
+            ));
+        }
+        link.ping(seq, wait)?;
+        link.syn_ack(ECHO_PORT, 41000 + seq, wait)
+    };
+    up(&link, 1, Duration::from_secs(60)).map_err(|e| {
+        format!(
+            "before any malformed frame, the guest at {} does not answer: {e}\n{}",
+            show_ip(spindle_tests::net::frames::GUEST_IP),
+            n.g.tail()
+        )
+    })?;
+    let drops_before = drop_count(&mut n).map_err(|e| format!("{e}\n{}", n.g.tail()))?;
+    let mut checks = Checks::default();
+    let r = (|| {
+        for (name, frame) in malformed_frames() {
+            for _ in 0..3 {
+                link.send(&frame)?;
+            }
+            link.arp_probe(Duration::from_secs(20))
+                .map_err(|e| format!("after `{name}`: {e}"))?;
+        }
+        for reset in malformed_cleanup() {
+            link.send(&reset)?;
+        }
+        Ok(())
+    })();
+    checks.check("malformed frames one by one", r);
+    let r = (|| {
+        let (rx0, _) = n.rx_tx(pid)?;
+        let answers = link.flood(FLOOD_FRAMES, flood_frame)?;
+        up(&link, 2, Duration::from_secs(60)).map_err(|e| format!("after the flood: {e}"))?;
+        if answers < FLOOD_MIN_ANSWERS {
+            return Err(format!(
+                "the guest sent {answers} frames during the flood (RSTs to its SYNs to a \
+                 closed port, ping replies; want at least {FLOOD_MIN_ANSWERS})"
+            ));
+        }
+        let (rx1, _) = n.rx_tx(pid)?;
+        if rx1.frames < rx0.frames + FLOOD_MIN_DELIVERED {
+            return Err(format!(
+                "the RX ring counted {} frames during a flood of {FLOOD_FRAMES} (want at least \
+                 {FLOOD_MIN_DELIVERED})",
+                rx1.frames - rx0.frames.min(rx1.frames)
+            ));
+        }
+        Ok(())
+    })();
+    checks.check("flood", r);
+    let r = (|| {
+        let drops = drop_count(&mut n)?;
+        if drops <= drops_before {
+            return Err(format!(
+                "no drop counted: rings drops + stats drop figures {drops_before} before, \
+                 {drops} after"
+            ));
+        }
+        Ok(())
+    })();
+    checks.check("drops counted", r);
+    let r = (|| {
+        let procs = parse_ps(&n.g.ok("ps")?)?;
+        if !procs.iter().any(|p| p.pid == pid && p.state == "running") {
+            return Err(format!("pid {pid} is no longer running: {procs:?}"));
+        }
+        let log = n.g.log();
+        for bad in ["KERNEL PANIC", "KERNEL FAULT"] {
+            if log.contains(bad) {
+                return Err(format!("the console shows `{bad}`"));
+            }
+        }
+        let ends = parse_process_log(&log).ends;
+        if !ends.is_empty() {
+            return Err(format!("the process ended: {ends:?}"));
+        }
+        Ok(())
+    })();
+    checks.check("still up", r);
+    checks.finish(&n.g)
+}
+
+/// A host process of an image, killed when dropped, its stdout as lines.
+struct HostImage {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl HostImage {
+    /// Runs image `name` natively with port 0 and reads its listening line;
+    /// returns the process and the port it took.
+    fn start(name: &str) -> Result<(HostImage, u16), String> {
+        prepare()?;
+        let path = spindle_runner::images::image_artifact(name);
+        let mut child = Command::new(&path)
+            .arg("0")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("running {}: {e}", path.display()))?;
+        let out = child.stdout.take().ok_or("no stdout")?;
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut me = HostImage { child, lines };
+        let prefix = format!("{name}: listening on 0.0.0.0:");
+        let line = me.wait(|l| l.starts_with(&prefix))?;
+        let port = line[prefix.len()..]
+            .parse()
+            .map_err(|_| format!("unreadable listening line {line:?}"))?;
+        Ok((me, port))
+    }
+
+    /// The next line `want` accepts (within 30 s).
+    fn wait(&mut self, want: impl Fn(&str) -> bool) -> Result<String, String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) if want(&l) => return Ok(l),
+                Ok(_) => {}
+                Err(_) => return Err("the expected line did not come within 30 s".into()),
+            }
+        }
+    }
+}
+
+impl Drop for HostImage {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The images and the clients agree on the host (no guest): `echo` run
+/// natively echoes 20 MB intact through the checked client while SIGUSR1
+/// arrives, prints its client and signal lines; `http` passes
+/// `http_checks`. Checks the test instruments themselves, so a network
+/// test failing under Spindle points at the kernel.
+#[test]
+fn net_images_and_clients_agree_on_the_host() -> Result<(), String> {
+    let (mut echo, port) = HostImage::start("echo")?;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let t = EchoTransfer::start(addr, 20_000_000, 0x5eed_0004, STALL)?;
+    t.wait_received(1_000_000, Duration::from_secs(30))?;
+    for _ in 0..5 {
+        let status = Command::new("kill")
+            .args(["-USR1", &echo.child.id().to_string()])
+            .status()
+            .map_err(|e| format!("running kill: {e}"))?;
+        if !status.success() {
+            return Err(format!("kill -USR1 failed: {status}"));
+        }
+    }
+    t.join(Duration::from_secs(120))?.check_complete()?;
+    echo.wait(|l| l.starts_with("echo: client 127.0.0.1:") && l.ends_with("done, 20000000 bytes"))?;
+    let line = echo.wait(|l| l.starts_with("echo: SIGUSR1 handled "))?;
+    if line == "echo: SIGUSR1 handled 0 times" {
+        return Err(line);
+    }
+    let (_http, port) = HostImage::start("http")?;
+    let failed: Vec<String> = http_checks(SocketAddr::from(([127, 0, 0, 1], port)))
+        .into_iter()
+        .filter_map(|(name, r)| r.err().map(|e| format!("{name}: {e}")))
+        .collect();
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(failed.join("\n"))
+    }
+}
