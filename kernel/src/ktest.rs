@@ -90,6 +90,7 @@ const MODULES: &[&[KTest]] = &[
     crate::fd::ktests::KTESTS,
     crate::net::socket::tests::ktests::KTESTS,
     // The network attachment: rings, workers, the device.
+    crate::net::check::ktests::KTESTS,
     crate::net::tests::ktests::KTESTS,
 ];
 

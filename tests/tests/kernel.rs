@@ -8,7 +8,7 @@
 use libtest_mimic::{Arguments, Failed, Trial};
 use spindle_runner::guest::{GuestOutcome, RunLimits};
 use spindle_runner::kbuild::{Profile, build_kernel};
-use spindle_runner::{QemuConfig, floor, run_guest, run_guest_with, setup};
+use spindle_runner::{Net, QemuConfig, floor, run_guest, run_guest_with, setup};
 use spindle_tests::{Crash, SharedBoot, judge_boot, judge_crash, judge_test, listed_tests};
 use std::sync::Arc;
 use std::time::Duration;
@@ -95,7 +95,10 @@ fn plan() -> Result<(Vec<Trial>, Boots), String> {
             return Ok((trials, boots));
         }
     };
-    let base = QemuConfig::new(&kernel);
+    // Every boot has a virtio-net device on user networking: the network
+    // tests (net::tests) drive the real device.
+    let mut base = QemuConfig::new(&kernel);
+    base.net = Net::User { hostfwd: vec![] };
 
     // Discover the in-kernel tests.
     let list =

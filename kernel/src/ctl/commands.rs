@@ -374,7 +374,7 @@ fn stats(json: &mut JsonWriter) -> Result<(), String> {
 /// Every ring of every process's network attachment, with its counters.
 fn rings(json: &mut JsonWriter) -> Result<(), String> {
     use crate::net::ring::request;
-    json.begin_array();
+    json.begin_object().key("rings").begin_array();
     for process in proc::all() {
         let Some(attachment) = process.net.lock().clone() else {
             continue;
@@ -434,7 +434,7 @@ fn rings(json: &mut JsonWriter) -> Result<(), String> {
                 .end_object();
         }
     }
-    json.end_array();
+    json.end_array().end_object();
     Ok(())
 }
 

@@ -16,6 +16,7 @@
 //! then drops the attachment (device reset, vectors released, stack and
 //! sockets freed).
 
+pub(crate) mod check;
 mod device;
 mod hal;
 pub mod ring;

@@ -391,7 +391,13 @@ fn run_rx(
                 Received::Frame(frame) => {
                     add(&counters.frames, 1);
                     add(&counters.bytes, frame.len() as u64);
-                    batch.push(frame.to_vec());
+                    // Copied out of the shared buffer once; checked on
+                    // the copy.
+                    let frame = frame.to_vec();
+                    match super::check::check_frame(&frame) {
+                        Ok(()) => batch.push(frame),
+                        Err(_) => add(&counters.drops, 1),
+                    }
                 }
                 Received::Malformed(_) => add(&counters.drops, 1),
             })?;

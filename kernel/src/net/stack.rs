@@ -145,6 +145,10 @@ impl Device for FrameDevice<'_> {
     fn capabilities(&self) -> DeviceCapabilities {
         let mut capabilities = DeviceCapabilities::default();
         capabilities.medium = self.medium;
+        if self.medium == Medium::Ethernet {
+            // The RX worker verified every checksum (`net::check`).
+            capabilities.checksum = super::check::checksum_capabilities();
+        }
         capabilities.max_transmission_unit = match self.medium {
             Medium::Ethernet => MTU + 14,
             _ => MTU,
