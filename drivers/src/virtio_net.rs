@@ -115,13 +115,19 @@ pub struct NetIdentity {
     pub features: NetFeatures,
 }
 
+/// Both queues of an opened device.
+pub struct NetQueues<H: Hal> {
+    pub rx: Box<RxRing<H>>,
+    pub tx: Box<TxRing<H>>,
+}
+
 /// Resets the device, negotiates, and sets up both virtqueues. The device
 /// is not live yet: the caller sets interrupt vectors and then calls
 /// `transport.finish_init()` (DRIVER_OK). The rings are boxed: each holds
 /// several KiB of descriptor bookkeeping.
 pub fn open<H: Hal, T: Transport>(
     transport: &mut T,
-) -> Result<(NetIdentity, Box<RxRing<H>>, Box<TxRing<H>>), OpenError> {
+) -> Result<(NetIdentity, NetQueues<H>), OpenError> {
     let features = transport.begin_init(NetFeatures::MAC | NetFeatures::VERSION_1);
     if !features.contains(NetFeatures::VERSION_1) {
         return Err(OpenError::Legacy);
@@ -152,7 +158,7 @@ pub fn open<H: Hal, T: Transport>(
         token_slot: [u16::MAX; QUEUE_SIZE],
         count: 0,
     });
-    Ok((NetIdentity { mac, features }, rx, tx))
+    Ok((NetIdentity { mac, features }, NetQueues { rx, tx }))
 }
 
 /// The receive queue and its buffers.

@@ -14,7 +14,7 @@ use spindle_runner::ctl::{CtlConnection, Reply};
 use spindle_runner::guest::GuardedChild;
 use spindle_runner::images;
 use spindle_runner::kbuild::{Profile, build_kernel};
-use spindle_runner::{Net, QemuConfig, setup};
+use spindle_runner::{Machine, Net, QemuConfig, setup};
 use std::collections::BTreeSet;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -81,6 +81,7 @@ pub struct TargetBoot {
     pub net: Net,
     /// More kernel command-line words (`net.ip=...`).
     pub append: Vec<String>,
+    pub machine: Machine,
 }
 
 impl Default for TargetBoot {
@@ -93,6 +94,7 @@ impl Default for TargetBoot {
             image: None,
             net: Net::None,
             append: Vec::new(),
+            machine: Machine::Q35,
         }
     }
 }
@@ -169,6 +171,7 @@ impl CtlGuest {
         let socket = dir.join("ctl.sock");
         let mut config = QemuConfig::new(&p.kernel).with_smp(boot.smp);
         config.mem_mib = boot.mem_mib;
+        config.machine = boot.machine;
         config.ctl_socket = Some(socket.clone());
         let (name, args) = match &boot.image {
             Some((name, args)) => (*name, args.clone()),

@@ -13,7 +13,7 @@ pub mod frames;
 
 use crate::ctl::{CtlGuest, Prepared, TargetBoot};
 use serde_json::Value;
-use spindle_runner::Net;
+use spindle_runner::{Machine, Net};
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -87,6 +87,9 @@ pub struct NetBoot {
     /// Raw-frame link instead of user networking (`frames::FrameLink`),
     /// the guest configured with `frames::GUEST_NET_ARGS`.
     pub frame_link: bool,
+    /// More kernel command-line words.
+    pub append: Vec<&'static str>,
+    pub machine: Machine,
 }
 
 impl NetBoot {
@@ -101,6 +104,8 @@ impl NetBoot {
             respawn: None,
             forward: vec![ECHO_PORT],
             frame_link: false,
+            append: Vec::new(),
+            machine: Machine::Q35,
         }
     }
 
@@ -148,7 +153,7 @@ impl NetGuest {
                     hostfwd: forwards.iter().map(|&(g, h)| (h, g)).collect(),
                 },
             };
-            let append = if b.frame_link {
+            let mut append: Vec<String> = if b.frame_link {
                 frames::GUEST_NET_ARGS
                     .iter()
                     .map(|s| s.to_string())
@@ -156,6 +161,7 @@ impl NetGuest {
             } else {
                 Vec::new()
             };
+            append.extend(b.append.iter().map(|s| s.to_string()));
             let boot = TargetBoot {
                 smp: b.smp,
                 mem_mib: b.mem_mib,
@@ -164,6 +170,7 @@ impl NetGuest {
                 image: Some((b.image, b.args.clone())),
                 net,
                 append,
+                machine: b.machine,
             };
             match CtlGuest::boot(p, &boot) {
                 Ok(g) => {

@@ -471,6 +471,51 @@ fn check_cycle_memory(n: &NetGuest, cycles: u32) -> Result<(), String> {
     Ok(())
 }
 
+/// The fallbacks: the `pc` machine (PCI configuration through port I/O,
+/// no ECAM) with MSI-X refused on the command line (`net.irq=intx`), so
+/// the device interrupts through its INTx line and the I/O APIC. An echo
+/// still completes byte-exact, and the rings say `intx` and count
+/// interrupts.
+#[test]
+fn net_intx_on_the_pc_machine_echoes() -> Result<(), String> {
+    let b = NetBoot {
+        machine: spindle_runner::Machine::Pc,
+        smp: 1,
+        append: vec!["net.irq=intx"],
+        ..NetBoot::echo()
+    };
+    let (mut n, _, _) = boot_listening(&b)?;
+    let t = EchoTransfer::start(n.service()?, 4_000_000, 7, STALL)?;
+    t.join(ECHO_LIMIT)
+        .and_then(|r| r.check_complete())
+        .map_err(|e| format!("echo over INTx: {e}\n{}", n.g.tail()))?;
+    let rings = n.g.ok("rings")?;
+    let rings = rings
+        .get("rings")
+        .and_then(|r| r.as_array())
+        .ok_or_else(|| format!("rings reply without rings: {rings}"))?;
+    if rings.len() != 2 {
+        return Err(format!("expected 2 rings, got {rings:?}"));
+    }
+    let mut interrupts = 0;
+    for ring in rings {
+        if ring.get("interrupts_via").and_then(|v| v.as_str()) != Some("intx") {
+            return Err(format!("a ring not on INTx: {ring}"));
+        }
+        interrupts += ring.get("interrupts").and_then(|v| v.as_u64()).unwrap_or(0);
+    }
+    if interrupts == 0 {
+        return Err(format!("no INTx interrupt counted: {rings:?}"));
+    }
+    if !n.g.log().contains("no MSI-X (net.irq=intx); using INTx") {
+        return Err(format!(
+            "the console does not show the fallback\n{}",
+            n.g.tail()
+        ));
+    }
+    Ok(())
+}
+
 /// (f), host to guest: `KILL_CYCLES` times, an echo (host sending, guest
 /// reading and echoing) is cut by SIGKILL after `KILL_AFTER_BYTES`; the
 /// host client sees an error or EOF, never a hang; the kernel reports the

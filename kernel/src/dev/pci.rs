@@ -23,7 +23,8 @@
 //! `_PRT` (slots 0-0x17: PIRQ E + (slot + pin - 1) mod 4, slot 0x18 and
 //! 0x1e: PIRQ E + pin - 1, slots 0x19-0x1d and 0x1f: PIRQ A + pin - 1) with
 //! PIRQ A-H wired to GSI 16-23 in APIC mode. `pc` (PIIX): link
-//! (slot + pin - 1) mod 4, whose ISA IRQ the PIIX register 0x60 + link
+//! (slot - 1 + pin - 1) mod 4 (QEMU's `pci_slot_get_pirq`, pin 1 = INTA),
+//! whose ISA IRQ the PIIX register 0x60 + link
 //! holds (`init` gives unrouted links the usual 10, 10, 11, 11); the IRQ goes
 //! through the MADT's overrides to a GSI (QEMU's MADT calls PIIX's IRQs
 //! 5, 9, 10, 11 level-triggered active-high; QEMU's I/O APIC ignores the
@@ -347,7 +348,8 @@ fn intx_gsi_of(bus: &Bus, platform: &Platform, device: &PciDevice) -> Option<u32
             _ => 16 + pin0,
         }),
         Chipset::Piix if device.function.bus == 0 => {
-            let link = (u32::from(slot) + pin0) % 4;
+            // QEMU's `pci_slot_get_pirq`: (pin + slot - 1) mod 4.
+            let link = (u32::from(slot) + 3 + pin0) % 4;
             let route = (bus.cam.read_word(PIIX_ISA, PIIX_PIRQ_ROUTE) >> (link * 8)) as u8;
             (route & 0x80 == 0 && route & 0x0f >= 3).then(|| isa_to_gsi(platform, route & 0x0f))
         }

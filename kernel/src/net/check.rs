@@ -55,8 +55,13 @@ fn check_ipv4(packet: &[u8]) -> Result<(), Malformed> {
             if !tcp.verify_checksum(&source, &destination) {
                 return Err(Malformed::Tcp);
             }
-            TcpRepr::parse(&tcp, &source, &destination, &ChecksumCapabilities::ignored())
-                .map_err(|_| Malformed::Tcp)?;
+            TcpRepr::parse(
+                &tcp,
+                &source,
+                &destination,
+                &ChecksumCapabilities::ignored(),
+            )
+            .map_err(|_| Malformed::Tcp)?;
             Ok(())
         }
         IpProtocol::Udp => {

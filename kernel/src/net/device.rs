@@ -8,12 +8,11 @@
 //! a worker's doorbell. MSI-X: vector 0 for RX, 1 for TX; without MSI-X,
 //! one INTx line through the I/O APIC wakes both rings.
 
-use alloc::boxed::Box;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use spindle_drivers::virtio_net::{self, RxRing, TxRing};
+use spindle_drivers::virtio_net::{self, NetQueues};
 use virtio_drivers::transport::pci::PciTransport;
 use virtio_drivers::transport::pci::bus::DeviceFunction;
 use virtio_drivers::transport::{DeviceStatus, Transport};
@@ -45,7 +44,8 @@ const NO_VECTOR: u16 = 0xffff;
 pub fn probe() -> bool {
     let found = crate::dev::pci::devices().into_iter().find(|device| {
         device.vendor_id == VIRTIO_VENDOR
-            && (device.device_id == VIRTIO_NET_MODERN || device.device_id == VIRTIO_NET_TRANSITIONAL)
+            && (device.device_id == VIRTIO_NET_MODERN
+                || device.device_id == VIRTIO_NET_TRANSITIONAL)
     });
     let Some(device) = found else {
         return false;
@@ -213,9 +213,7 @@ fn set_queue_vector(common: u64, queue: u16, entry: u16) -> bool {
 /// Opens the device for a new attachment whose rings are `rings`
 /// ([rx, tx]): reset, negotiation, both queues, interrupt vectors,
 /// `DRIVER_OK`.
-pub fn open(
-    rings: [Arc<Ring>; 2],
-) -> Result<(Device, Box<RxRing<KernelHal>>, Box<TxRing<KernelHal>>), Errno> {
+pub fn open(rings: [Arc<Ring>; 2]) -> Result<(Device, NetQueues<KernelHal>), Errno> {
     let nic = (*NIC.lock()).ok_or(Errno::ENETDOWN)?;
     if NIC_BUSY.swap(true, Ordering::AcqRel) {
         return Err(Errno::EBUSY);
@@ -227,31 +225,33 @@ pub fn open(
     opened
 }
 
-fn open_locked(
-    nic: Nic,
-    rings: [Arc<Ring>; 2],
-) -> Result<(Device, Box<RxRing<KernelHal>>, Box<TxRing<KernelHal>>), Errno> {
+fn open_locked(nic: Nic, rings: [Arc<Ring>; 2]) -> Result<(Device, NetQueues<KernelHal>), Errno> {
     let function = nic.function;
     let registers = virtio_registers(function).ok_or_else(|| {
         log::warn!("net: the virtio-net function has no common configuration");
         Errno::ENODEV
     })?;
-    let mut transport = crate::dev::pci::with_root(|root| {
-        PciTransport::new::<KernelHal, _>(root, function)
-    })
-    .map_err(|error| {
-        log::warn!("net: virtio transport: {error:?}");
-        Errno::EIO
-    })?;
+    let mut transport =
+        crate::dev::pci::with_root(|root| PciTransport::new::<KernelHal, _>(root, function))
+            .map_err(|error| {
+                log::warn!("net: virtio transport: {error:?}");
+                Errno::EIO
+            })?;
     *IRQ_RINGS.lock() = [Some(Arc::clone(&rings[0])), Some(Arc::clone(&rings[1]))];
-    let interrupts = match setup_msix(function) {
+    let force_intx = crate::cmdline::get().value("net.irq") == Some("intx");
+    let msix = if force_intx {
+        Err("net.irq=intx")
+    } else {
+        setup_msix(function)
+    };
+    let interrupts = match msix {
         Ok(vectors) => Interrupts::Msix(vectors),
         Err(why) => {
             log::info!("net: no MSI-X ({why}); using INTx");
             setup_intx(function, registers.isr)?
         }
     };
-    let (identity, rx, tx) = match virtio_net::open::<KernelHal, _>(&mut transport) {
+    let (identity, queues) = match virtio_net::open::<KernelHal, _>(&mut transport) {
         Ok(opened) => opened,
         Err(error) => {
             log::warn!("net: virtio-net negotiation failed: {error:?}");
@@ -296,7 +296,7 @@ fn open_locked(
         function,
         interrupts,
     };
-    Ok((device, rx, tx))
+    Ok((device, queues))
 }
 
 fn setup_msix(function: DeviceFunction) -> Result<[u8; 2], &'static str> {

@@ -17,7 +17,7 @@ pub struct KernelHal;
 
 /// Physical address of a direct-map virtual address.
 pub fn direct_map_phys(virtual_address: u64) -> u64 {
-    debug_assert!(virtual_address >= DIRECT_MAP_BASE && virtual_address < mm::KERNEL_VMA);
+    debug_assert!((DIRECT_MAP_BASE..mm::KERNEL_VMA).contains(&virtual_address));
     virtual_address - DIRECT_MAP_BASE
 }
 
@@ -30,7 +30,10 @@ unsafe impl Hal for KernelHal {
         match frame::alloc_zeroed(pages) {
             Some(run) => {
                 let virtual_address = mm::phys_to_virt(run.start) as *mut u8;
-                (run.start, NonNull::new(virtual_address).unwrap_or(NonNull::dangling()))
+                (
+                    run.start,
+                    NonNull::new(virtual_address).unwrap_or(NonNull::dangling()),
+                )
             }
             None => (0, NonNull::dangling()),
         }

@@ -29,8 +29,8 @@ use alloc::sync::Arc;
 
 pub use device::{Device, probe};
 use ring::{Ring, RingKind, RingQueue, TxFlush, WorkerContext};
-pub use stack::{Stack, StackInner};
 use stack::Ipv4Config;
+pub use stack::{Stack, StackInner};
 
 use crate::errno::Errno;
 use crate::proc::Process;
@@ -43,7 +43,6 @@ pub struct Attachment {
     /// [rx, tx].
     pub rings: [Arc<Ring>; 2],
 }
-
 
 /// The interface configuration from the kernel command line.
 fn configuration() -> Ipv4Config {
@@ -74,7 +73,10 @@ fn parse_ipv4(text: &str) -> Option<smoltcp::wire::Ipv4Address> {
     for octet in &mut octets {
         *octet = parts.next()?.parse().ok()?;
     }
-    parts.next().is_none().then_some(smoltcp::wire::Ipv4Address::from(octets))
+    parts
+        .next()
+        .is_none()
+        .then_some(smoltcp::wire::Ipv4Address::from(octets))
 }
 
 fn parse_cidr(text: &str) -> Option<(smoltcp::wire::Ipv4Address, u8)> {
@@ -132,7 +134,7 @@ fn open(process: &Arc<Process>) -> Result<Attachment, Errno> {
         RingKind::Tx,
         Arc::new(Doorbell::new()),
     ));
-    let (device, rx_queue, tx_queue) = device::open([Arc::clone(&rx), Arc::clone(&tx)])?;
+    let (device, queues) = device::open([Arc::clone(&rx), Arc::clone(&tx)])?;
     let device = Arc::new(device);
     let stack = Arc::new(Stack::ethernet(
         device.mac,
@@ -147,10 +149,8 @@ fn open(process: &Arc<Process>) -> Result<Attachment, Errno> {
         peer: Arc::clone(peer),
         flush: Arc::clone(&flush),
     };
-    if let Err(error) = ring::init(process, context(&tx, &rx), RingQueue::Tx(tx_queue)) {
-        return Err(error);
-    }
-    if let Err(error) = ring::init(process, context(&rx, &tx), RingQueue::Rx(rx_queue)) {
+    ring::init(process, context(&tx, &rx), RingQueue::Tx(queues.tx))?;
+    if let Err(error) = ring::init(process, context(&rx, &tx), RingQueue::Rx(queues.rx)) {
         tx.reset(1_000_000_000);
         return Err(error);
     }

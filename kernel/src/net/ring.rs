@@ -17,17 +17,17 @@
 //! or the process exiting) runs every `BAIL_BATCH` frames and before every
 //! sleep; a stopped process parks a worker at the same points.
 
-use alloc::string::String;
 use alloc::boxed::Box;
+use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use spindle_drivers::virtio_net::{self, Received, RingError, RxRing, TxRing};
 
+use super::Device;
 use super::hal::KernelHal;
 use super::stack::Stack;
-use super::Device;
 use crate::compat::illumos;
 use crate::errno::Errno;
 use crate::proc::Process;
@@ -329,7 +329,10 @@ fn worker_main((context, mut queue): (WorkerContext, RingQueue)) {
         };
         if !paused {
             if let Err(RingError::BadToken) = bailed {
-                log::warn!("{}: the device returned an unknown buffer; resetting", ring.name);
+                log::warn!(
+                    "{}: the device returned an unknown buffer; resetting",
+                    ring.name
+                );
             }
             break;
         }
@@ -405,7 +408,7 @@ fn run_rx(
                 break;
             }
             taken += 1;
-            if taken % BAIL_BATCH == 0 {
+            if taken.is_multiple_of(BAIL_BATCH) {
                 deliver(context, &mut batch);
                 if queue.refill() > 0 && queue.should_notify() {
                     context.device.notify(virtio_net::RX_QUEUE);

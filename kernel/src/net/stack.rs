@@ -191,7 +191,7 @@ impl StackInner {
             if result == PollResult::SocketStateChanged {
                 changed = true;
             }
-            if !(device.queues.loopback && !device.queues.rx.is_empty()) {
+            if !device.queues.loopback || device.queues.rx.is_empty() {
                 break;
             }
         }
