@@ -315,10 +315,10 @@ impl<H: Hal> TxRing<H> {
                 return Err(RingError::BadToken);
             }
             let buffer = &*self.pool.slot(usize::from(slot));
-            // SAFETY: `token` was returned by `add` for this one buffer
-            // (the used length does not matter for a device-read buffer;
-            // the slice only needs to cover what was added, and a longer
-            // one is accepted by the queue).
+            // The slot's full length stands for what was added: the queue
+            // only passes it to `unshare`, a no-op for this HAL.
+            // SAFETY: `token` was returned by `add` for this one buffer,
+            // which is still in flight.
             unsafe { self.queue.pop_used(token, &[buffer], &mut []) }
                 .map_err(|_| RingError::BadToken)?;
             self.token_slot[usize::from(token)] = u16::MAX;

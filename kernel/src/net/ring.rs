@@ -359,17 +359,23 @@ fn wait_for_start(ring: &Ring, process: &Process) -> bool {
 }
 
 /// Sleeps on the doorbell (interruptibly: a stop parks the worker here).
+/// An interruption that came while the sleep was ending for another
+/// reason (a ring) is still honoured: it is never just cleared.
 fn idle(ring: &Ring, deadline_ns: Option<u64>) {
     ring.doorbell.wait(deadline_ns);
-    sched::current().set_interrupt_pending(false);
+    stop_point_between_frames();
 }
 
-/// Parks the worker if its process is being stopped, between frames.
+/// Parks the worker if its process is being stopped, between frames, and
+/// only then forgets the interruption.
 fn stop_point_between_frames() {
     let me = sched::current();
     if me.interrupt_pending() {
-        crate::signal::stop_point();
+        // Cleared first: a stop requested from here on sets it again,
+        // and `stop_point` sees the process flag a stop sets before it
+        // interrupts.
         me.set_interrupt_pending(false);
+        crate::signal::stop_point();
     }
 }
 
@@ -508,6 +514,12 @@ fn run_tx(
     let counters = &ring.counters;
     queue.set_interrupts(false);
     loop {
+        // Each round posts at most a ring's worth: the bail check and the
+        // stop point come every round, busy or not.
+        if ring.should_bail(process, false) {
+            return Ok(());
+        }
+        stop_point_between_frames();
         queue.reclaim()?;
         let delay = context.stack.poll();
         let mut sent = 0;
