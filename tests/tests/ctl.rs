@@ -508,10 +508,20 @@ fn check_pstop_prun(g: &mut CtlGuest, pid: u64) -> Result<(), String> {
             "prun resumed {resumed:?}; pstop stopped {stopped:?}"
         ));
     }
-    let again = g.lwps(pid)?;
+    // prun releases the parked LWPs; each clears its mark when it next
+    // runs, which on a loaded host takes a moment.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let again = loop {
+        let again = g.lwps(pid)?;
+        let parked = again.iter().any(|l| l.is_stopped());
+        if !parked || std::time::Instant::now() >= deadline {
+            break again;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     let still: Vec<&Lwp> = again.iter().filter(|l| l.is_stopped()).collect();
     if !still.is_empty() || ids(&again, |_| true) != all {
-        return Err(format!("after prun, still parked: {still:?}"));
+        return Err(format!("after prun, still parked after 10 s: {still:?}"));
     }
     let procs = parse_ps(&g.ok("ps")?)?;
     match procs.iter().find(|p| p.pid == pid) {
