@@ -273,6 +273,11 @@ impl<H: Hal> TxRing<H> {
         !self.free_slots.is_empty()
     }
 
+    /// How many frames can be posted now.
+    pub fn room(&self) -> usize {
+        self.free_slots.len()
+    }
+
     /// Copies `frame` after a zeroed header into a free slot and lends it
     /// to the device. Returns `false` (nothing posted) when the ring is
     /// full or the frame is too large.

@@ -516,6 +516,24 @@ fn net_intx_on_the_pc_machine_echoes() -> Result<(), String> {
     Ok(())
 }
 
+/// A kill cycle's failure message: which cycle, what, the console tail.
+fn cycle_failure(n: &NetGuest, cycle: u32, e: String) -> String {
+    format!("cycle {} of {KILL_CYCLES}: {e}\n{}", cycle + 1, n.g.tail())
+}
+
+/// After a SIGKILL of `pid` (console lines from `at` on): the kernel
+/// reports the death, the next run (`respawn`) listens, with another pid.
+/// Returns where its listening line is and its pid.
+fn next_run(n: &mut NetGuest, at: usize, pid: u64) -> Result<(usize, u64), String> {
+    let killed = wait_killed(n, at, pid)?;
+    let at = n.wait_listening(killed + 1)?;
+    let next = n.pid()?;
+    if next == pid {
+        return Err(format!("the next run has the same pid {pid}"));
+    }
+    Ok((at, next))
+}
+
 /// (f), host to guest: `KILL_CYCLES` times, an echo (host sending, guest
 /// reading and echoing) is cut by SIGKILL after `KILL_AFTER_BYTES`; the
 /// host client sees an error or EOF, never a hang; the kernel reports the
@@ -528,9 +546,7 @@ fn net_sigkill_mid_echo_respawns() -> Result<(), String> {
         ..NetBoot::echo()
     };
     let (mut n, mut at, mut pid) = boot_listening(&b)?;
-    let fail = |n: &NetGuest, cycle: u32, e: String| {
-        format!("cycle {} of {KILL_CYCLES}: {e}\n{}", cycle + 1, n.g.tail())
-    };
+    let fail = cycle_failure;
     for cycle in 0..KILL_CYCLES {
         let t = EchoTransfer::start(n.service()?, 1 << 40, u64::from(cycle), STALL)
             .map_err(|e| fail(&n, cycle, e))?;
@@ -549,19 +565,7 @@ fn net_sigkill_mid_echo_respawns() -> Result<(), String> {
                 format!("corrupt echo before the kill: {report:?}"),
             ));
         }
-        let killed = wait_killed(&n, at, pid).map_err(|e| fail(&n, cycle, e))?;
-        at = n
-            .wait_listening(killed + 1)
-            .map_err(|e| fail(&n, cycle, e))?;
-        let next = n.pid().map_err(|e| fail(&n, cycle, e))?;
-        if next == pid {
-            return Err(fail(
-                &n,
-                cycle,
-                format!("the next run has the same pid {pid}"),
-            ));
-        }
-        pid = next;
+        (at, pid) = next_run(&mut n, at, pid).map_err(|e| fail(&n, cycle, e))?;
     }
     // The last run serves a whole echo.
     let t = EchoTransfer::start(n.service()?, 1_000_000, 99, STALL)?;
@@ -582,9 +586,7 @@ fn net_sigkill_mid_download_respawns() -> Result<(), String> {
         ..NetBoot::http()
     };
     let (mut n, mut at, mut pid) = boot_listening(&b)?;
-    let fail = |n: &NetGuest, cycle: u32, e: String| {
-        format!("cycle {} of {KILL_CYCLES}: {e}\n{}", cycle + 1, n.g.tail())
-    };
+    let fail = cycle_failure;
     for cycle in 0..KILL_CYCLES {
         let mut s = connect(n.service()?, STALL).map_err(|e| fail(&n, cycle, e))?;
         let req = format!("GET /bytes/{HUGE} HTTP/1.1\r\nHost: spindle\r\n\r\n");
@@ -632,19 +634,7 @@ fn net_sigkill_mid_download_respawns() -> Result<(), String> {
             ));
         }
         client_ended(&end, got, HUGE).map_err(|e| fail(&n, cycle, e))?;
-        let killed = wait_killed(&n, at, pid).map_err(|e| fail(&n, cycle, e))?;
-        at = n
-            .wait_listening(killed + 1)
-            .map_err(|e| fail(&n, cycle, e))?;
-        let next = n.pid().map_err(|e| fail(&n, cycle, e))?;
-        if next == pid {
-            return Err(fail(
-                &n,
-                cycle,
-                format!("the next run has the same pid {pid}"),
-            ));
-        }
-        pid = next;
+        (at, pid) = next_run(&mut n, at, pid).map_err(|e| fail(&n, cycle, e))?;
     }
     let resp = http_get(n.service()?, "/bytes/100000")
         .map_err(|e| format!("after the cycles: {e}\n{}", n.g.tail()))?;

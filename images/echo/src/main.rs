@@ -16,11 +16,10 @@
 //! - A bad PORT is a usage error (exit status 2).
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::{Shutdown, TcpStream};
 use std::process::ExitCode;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 const DEFAULT_PORT: u16 = 7777;
 const BUFFER: usize = 64 * 1024;
@@ -49,52 +48,15 @@ fn install_sigusr1_handler() -> std::io::Result<()> {
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let port = match args.as_slice() {
-        [] => DEFAULT_PORT,
-        [p] => match p.parse::<u16>() {
-            Ok(p) => p,
-            Err(_) => {
-                return image_support::usage_error(
-                    "echo",
-                    &format!("bad port {p:?}: usage: echo [PORT]"),
-                );
-            }
-        },
-        _ => return image_support::usage_error("echo", "usage: echo [PORT]"),
+    let port = match image_support::port_argument("echo", DEFAULT_PORT) {
+        Ok(port) => port,
+        Err(code) => return code,
     };
     if let Err(e) = install_sigusr1_handler() {
         eprintln!("echo: cannot install the SIGUSR1 handler: {e}");
         return ExitCode::from(1);
     }
-    let listener = match TcpListener::bind(("0.0.0.0", port)) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("echo: cannot listen on 0.0.0.0:{port}: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    let port = listener.local_addr().map(|a| a.port()).unwrap_or(port);
-    println!("echo: listening on 0.0.0.0:{port}");
-    loop {
-        match listener.accept() {
-            Ok((stream, _)) => {
-                let spawned = std::thread::Builder::new()
-                    .name("echo-client".into())
-                    .spawn(move || serve(stream));
-                if let Err(e) = spawned {
-                    eprintln!("echo: cannot start a client thread: {e}");
-                }
-            }
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => {
-                // Out of descriptors or memory, a connection reset before
-                // accept: carry on after a breath.
-                eprintln!("echo: accept failed: {e}");
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        }
-    }
+    image_support::serve_forever("echo", port, "echo-client", serve)
 }
 
 /// Echoes until EOF; returns the byte count or the error with the count.

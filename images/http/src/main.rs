@@ -20,7 +20,7 @@
 //! - A bad PORT is a usage error (exit status 2).
 
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -43,46 +43,11 @@ pub fn pattern_byte(i: u64) -> u8 {
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let port = match args.as_slice() {
-        [] => DEFAULT_PORT,
-        [p] => match p.parse::<u16>() {
-            Ok(p) => p,
-            Err(_) => {
-                return image_support::usage_error(
-                    "http",
-                    &format!("bad port {p:?}: usage: http [PORT]"),
-                );
-            }
-        },
-        _ => return image_support::usage_error("http", "usage: http [PORT]"),
+    let port = match image_support::port_argument("http", DEFAULT_PORT) {
+        Ok(port) => port,
+        Err(code) => return code,
     };
-    let listener = match TcpListener::bind(("0.0.0.0", port)) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("http: cannot listen on 0.0.0.0:{port}: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    let port = listener.local_addr().map(|a| a.port()).unwrap_or(port);
-    println!("http: listening on 0.0.0.0:{port}");
-    loop {
-        match listener.accept() {
-            Ok((stream, _)) => {
-                let spawned = std::thread::Builder::new()
-                    .name("http-conn".into())
-                    .spawn(move || serve(stream));
-                if let Err(e) = spawned {
-                    eprintln!("http: cannot start a connection thread: {e}");
-                }
-            }
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => {
-                eprintln!("http: accept failed: {e}");
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        }
-    }
+    image_support::serve_forever("http", port, "http-conn", serve)
 }
 
 /// A parsed request head.

@@ -7,7 +7,10 @@
 //! them.
 
 use std::fmt::Display;
+use std::io::ErrorKind;
+use std::net::{TcpListener, TcpStream};
 use std::process::ExitCode;
+use std::time::Duration;
 
 /// Counts checks and prints one line per check: `ok   <name>: <detail>` or
 /// `FAIL <name>: <detail>`. `finish` prints the summary and gives the exit
@@ -276,6 +279,53 @@ impl Args {
 pub fn usage_error(image: &str, message: &str) -> ExitCode {
     eprintln!("{image}: {message}");
     ExitCode::from(2)
+}
+
+/// The one optional argument of a server image: `<image> [PORT]`.
+/// `Err` carries the exit code of a usage error (already reported).
+pub fn port_argument(image: &str, default: u16) -> Result<u16, ExitCode> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.as_slice() {
+        [] => Ok(default),
+        [p] => p
+            .parse::<u16>()
+            .map_err(|_| usage_error(image, &format!("bad port {p:?}: usage: {image} [PORT]"))),
+        _ => Err(usage_error(image, &format!("usage: {image} [PORT]"))),
+    }
+}
+
+/// Listens on 0.0.0.0:`port`, prints `<image>: listening on 0.0.0.0:PORT`
+/// (what the tests wait for) and serves each connection on a thread of its
+/// own named `thread`, for ever. Returns only when it cannot listen.
+pub fn serve_forever(image: &str, port: u16, thread: &str, serve: fn(TcpStream)) -> ExitCode {
+    let listener = match TcpListener::bind(("0.0.0.0", port)) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("{image}: cannot listen on 0.0.0.0:{port}: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let port = listener.local_addr().map(|a| a.port()).unwrap_or(port);
+    println!("{image}: listening on 0.0.0.0:{port}");
+    loop {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                let spawned = std::thread::Builder::new()
+                    .name(thread.into())
+                    .spawn(move || serve(stream));
+                if let Err(e) = spawned {
+                    eprintln!("{image}: cannot start a connection thread: {e}");
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => {
+                // Out of descriptors or memory, a connection reset before
+                // accept: carry on after a breath.
+                eprintln!("{image}: accept failed: {e}");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -28,7 +28,7 @@ use alloc::string::String;
 use alloc::sync::Arc;
 
 pub use device::{Device, probe};
-use ring::{Ring, RingKind, RingQueue, TxFlush, WorkerContext};
+use ring::{Ring, RingKind, RingQueue, WorkerContext};
 use stack::Ipv4Config;
 pub use stack::{Stack, StackInner};
 
@@ -141,13 +141,11 @@ fn open(process: &Arc<Process>) -> Result<Attachment, Errno> {
         configuration(),
         Arc::clone(&tx.doorbell),
     ));
-    let flush = Arc::new(TxFlush::new());
     let context = |ring: &Arc<Ring>, peer: &Arc<Ring>| WorkerContext {
         ring: Arc::clone(ring),
         device: Arc::clone(&device),
         stack: Arc::clone(&stack),
         peer: Arc::clone(peer),
-        flush: Arc::clone(&flush),
     };
     ring::init(process, context(&tx, &rx), RingQueue::Tx(queues.tx))?;
     if let Err(error) = ring::init(process, context(&rx, &tx), RingQueue::Rx(queues.rx)) {

@@ -210,39 +210,6 @@ impl Ring {
     }
 }
 
-/// Set once by the TX worker when its last frames are out; the RX worker
-/// waits for it (bounded) before it stops the device.
-pub struct TxFlush {
-    done: Mutex<bool>,
-    changed: Condvar,
-}
-
-impl TxFlush {
-    pub fn new() -> TxFlush {
-        TxFlush {
-            done: Mutex::new(false),
-            changed: Condvar::new(),
-        }
-    }
-
-    pub fn done(&self) {
-        *self.done.lock() = true;
-        self.changed.notify_all();
-    }
-
-    pub fn wait(&self, timeout_ns: u64) {
-        let deadline = time::now_ns().saturating_add(timeout_ns);
-        let mut done = self.done.lock();
-        while !*done {
-            let now = time::now_ns();
-            if now >= deadline {
-                return;
-            }
-            done = self.changed.wait_timeout(done, deadline - now).0;
-        }
-    }
-}
-
 /// What a worker takes with it.
 pub struct WorkerContext {
     pub ring: Arc<Ring>,
@@ -250,7 +217,6 @@ pub struct WorkerContext {
     pub stack: Arc<Stack>,
     /// The other ring (the TX ring for the RX worker, and back).
     pub peer: Arc<Ring>,
-    pub flush: Arc<TxFlush>,
 }
 
 pub enum RingQueue {
@@ -386,10 +352,7 @@ fn run_rx(
     process: &Process,
 ) -> Result<(), RingError> {
     let counters = &ring.counters;
-    if queue.refill() > 0 && queue.should_notify() {
-        context.device.notify(virtio_net::RX_QUEUE);
-        add(&counters.kicks, 1);
-    }
+    refill(ring, queue, &context.device);
     let mut batch: Vec<Vec<u8>> = Vec::with_capacity(BAIL_BATCH);
     loop {
         // Drain with the device's interrupts suppressed.
@@ -416,10 +379,7 @@ fn run_rx(
             taken += 1;
             if taken.is_multiple_of(BAIL_BATCH) {
                 deliver(context, &mut batch);
-                if queue.refill() > 0 && queue.should_notify() {
-                    context.device.notify(virtio_net::RX_QUEUE);
-                    add(&counters.kicks, 1);
-                }
+                refill(ring, queue, &context.device);
                 if ring.should_bail(process, false) {
                     return Ok(());
                 }
@@ -430,10 +390,7 @@ fn run_rx(
         if !batch.is_empty() {
             deliver(context, &mut batch);
         }
-        if queue.refill() > 0 && queue.should_notify() {
-            context.device.notify(virtio_net::RX_QUEUE);
-            add(&counters.kicks, 1);
-        }
+        refill(ring, queue, &context.device);
         counters
             .in_flight
             .store(queue.in_flight() as u64, Ordering::Relaxed);
@@ -450,12 +407,20 @@ fn run_rx(
     }
 }
 
+/// Lends every free RX buffer back to the device, telling it if it asks.
+fn refill(ring: &Ring, queue: &mut RxRing<KernelHal>, device: &Device) {
+    if queue.refill() > 0 && queue.should_notify() {
+        device.notify(virtio_net::RX_QUEUE);
+        add(&ring.counters.kicks, 1);
+    }
+}
+
 /// Hands received frames to the stack, polls it, and wakes the TX worker
 /// when the stack has frames to send.
 fn deliver(context: &WorkerContext, batch: &mut Vec<Vec<u8>>) {
     let outgoing = context.stack.with_frames(|frames| {
         for frame in batch.drain(..) {
-            if !frames.push_received(&frame) {
+            if !frames.push_received(frame) {
                 add(&context.ring.counters.drops, 1);
             }
         }
@@ -479,18 +444,21 @@ fn post_outgoing(
 ) -> usize {
     let counters = &ring.counters;
     let mut posted = 0;
-    while queue.has_room() {
-        let Some(frame) = stack.with_frames(|frames| frames.pop_outgoing()) else {
-            break;
-        };
-        if queue.post(&frame) {
+    // One trip to the stack for as many frames as the ring has room for.
+    let mut frames = stack
+        .with_frames(|frames| frames.take_outgoing(queue.room()))
+        .into_iter();
+    for frame in frames.by_ref() {
+        if frame.len() > virtio_net::MAX_FRAME {
+            add(&counters.drops, 1);
+        } else if queue.post(&frame) {
             add(&counters.frames, 1);
             add(&counters.bytes, frame.len() as u64);
             posted += 1;
-        } else if frame.len() > virtio_net::MAX_FRAME {
-            add(&counters.drops, 1);
         } else {
-            stack.with_frames(|frames| frames.unpop_outgoing(frame));
+            // The ring refused it after all: it goes out first next time.
+            let left: Vec<Vec<u8>> = core::iter::once(frame).chain(frames).collect();
+            stack.with_frames(|queues| queues.return_outgoing(left));
             break;
         }
     }
@@ -570,8 +538,7 @@ fn finish(context: WorkerContext, queue: RingQueue) {
         ring,
         device,
         stack,
-        peer: _,
-        flush,
+        peer,
     } = context;
     match queue {
         RingQueue::Tx(mut queue) => {
@@ -595,20 +562,20 @@ fn finish(context: WorkerContext, queue: RingQueue) {
                     sched::sleep_ns(1_000_000);
                 }
             }
-            flush.done();
             device.stop();
             drop(queue);
         }
         RingQueue::Rx(queue) => {
-            // The TX worker's last frames go out before the device stops.
-            flush.wait(FLUSH_NS * 2);
+            // The TX worker's last frames go out before the device stops:
+            // it stops the device itself, then reaches RESET.
+            peer.wait_for_state(RingState::Reset, FLUSH_NS * 2);
             device.stop();
             drop(queue);
         }
     }
     // Everything shared goes before `RESET` is announced: whoever waits for
     // it may then drop the attachment and reopen the device at once.
-    drop((device, stack, flush));
+    drop((device, stack, peer));
     ring.counters.in_flight.store(0, Ordering::Relaxed);
     ring.set_state(RingState::Reset);
 }

@@ -64,23 +64,26 @@ pub struct FrameQueues {
 
 impl FrameQueues {
     /// Queues a received frame for the stack; `false` if it was dropped.
-    pub fn push_received(&mut self, frame: &[u8]) -> bool {
+    pub fn push_received(&mut self, frame: Vec<u8>) -> bool {
         if self.rx.len() >= QUEUE_LIMIT {
             self.rx_dropped += 1;
             return false;
         }
-        self.rx.push_back(frame.to_vec());
+        self.rx.push_back(frame);
         true
     }
 
-    /// The next frame the stack wants sent.
-    pub fn pop_outgoing(&mut self) -> Option<Vec<u8>> {
-        self.tx.pop_front()
+    /// Up to `count` of the frames the stack wants sent, oldest first.
+    pub fn take_outgoing(&mut self, count: usize) -> Vec<Vec<u8>> {
+        let count = count.min(self.tx.len());
+        self.tx.drain(..count).collect()
     }
 
-    /// Puts back a frame the ring had no room for (it goes out first).
-    pub fn unpop_outgoing(&mut self, frame: Vec<u8>) {
-        self.tx.push_front(frame);
+    /// Puts back frames the ring had no room for (they go out first).
+    pub fn return_outgoing(&mut self, frames: Vec<Vec<u8>>) {
+        for frame in frames.into_iter().rev() {
+            self.tx.push_front(frame);
+        }
     }
 
     pub fn outgoing(&self) -> usize {
