@@ -244,8 +244,11 @@ pub fn judge_worker_exits(r: &ImageResult, runs: usize, status: i32) -> Result<(
     let fail = |what: String| Err(format!("{what}\n{}", crate::describe(&r.guest)));
     let statuses = r.statuses();
     if statuses.len() != runs {
+        // Every end line read, so a missing run can be told from a
+        // garbled line: the runs' pids are consecutive.
         return fail(format!(
-            "expected {runs} exits with a status, saw {statuses:?}"
+            "expected {runs} exits with a status, saw {statuses:?}; ends read: {:?}",
+            r.process.ends
         ));
     }
     if let Some((run, got)) = statuses.iter().enumerate().find(|(_, got)| **got != status) {
