@@ -458,7 +458,7 @@ impl HeldStill {
         }
         // Stopped already: wait until its user LWPs have parked.
         let deadline = crate::time::now_ns().saturating_add(STOP_TIMEOUT_NS);
-        let settled = |lwp: &Arc<Lwp>| lwp.is_parked() || lwp.has_exited() || !is_user_lwp(lwp);
+        let settled = |lwp: &Arc<Lwp>| !is_user_lwp(lwp) || signal::stop::is_held_still(lwp);
         while !process.lwps().iter().all(settled) {
             if process.is_exiting() || crate::time::now_ns() >= deadline {
                 return Err(format!("pid {pid} is stopped but its LWPs did not park"));

@@ -85,7 +85,10 @@ pub struct Process {
     pub signals: IrqSpinLock<crate::signal::ProcessSignals>,
     /// Stop reasons in force (`signal::stop`).
     pub stop: Mutex<crate::signal::stop::StopState>,
-    pub stop_changed: Condvar,
+    /// Parked LWPs wait here to be let go.
+    pub stop_released: Condvar,
+    /// Whoever waits for LWPs to park waits here.
+    pub stop_parked: Condvar,
     /// The auxiliary vector the process started with (core files).
     auxv: IrqSpinLock<Vec<(u64, u64)>>,
     /// `RLIMIT_CORE`: 0 means no core files.
@@ -136,7 +139,8 @@ impl Process {
             departed: IrqSpinLock::new(Vec::new()),
             signals: IrqSpinLock::new(crate::signal::ProcessSignals::default()),
             stop: Mutex::new(crate::signal::stop::StopState::default()),
-            stop_changed: Condvar::new(),
+            stop_released: Condvar::new(),
+            stop_parked: Condvar::new(),
             auxv: IrqSpinLock::new(Vec::new()),
             core_limit: AtomicU64::new(u64::MAX),
             net: Mutex::new(None),

@@ -2,13 +2,16 @@
 //! `pstop`/`prun`, and the stop a core dump needs.
 //!
 //! A process is stopped while any stop reason is set (`StopState`, under
-//! the process's `stop` mutex; `stop_changed` is its condition variable,
-//! for parked LWPs and for whoever waits for them to park). Setting a
+//! the process's `stop` mutex, with two condition variables: parked LWPs
+//! wait on `stop_released`, whoever waits for them to park waits on
+//! `stop_parked`, so neither side wakes the other for nothing). Setting a
 //! reason interrupts every LWP. User LWPs park on their way back to user
 //! mode (`park_user`), kernel-only LWPs in their next interruptible sleep
 //! (`stop_point`). Clearing the last reason, or the process exiting, lets
 //! them all go. An LWP is "parked" (`Lwp::is_parked`) from the moment it
-//! has left its snapshot until it is let go.
+//! has left its snapshot until it is let go; it is "held still"
+//! (`is_held_still`) once it is parked and off its CPU as well, so that
+//! nothing it does (CPU time included) changes until it is let go.
 
 use alloc::sync::Arc;
 use alloc::vec::Vec;
@@ -16,7 +19,7 @@ use alloc::vec::Vec;
 use super::UserSnapshot;
 use crate::arch::trap::TrapFrame;
 use crate::errno::Errno;
-use crate::proc::lwp::{Lwp, LwpId, flags};
+use crate::proc::lwp::{Lwp, LwpId, LwpState, flags};
 use crate::proc::{self, Process};
 use crate::sched;
 
@@ -53,9 +56,11 @@ impl StopState {
     }
 }
 
-/// Whether `lwp` counts as stopped for a waiter: parked, or gone.
-fn settled(lwp: &Lwp) -> bool {
-    lwp.is_parked() || lwp.has_exited()
+/// Whether `lwp` counts as stopped for a waiter: parked and switched
+/// out (a parked LWP stays on its CPU for a moment, and a clock tick then
+/// still charges it), or gone.
+pub fn is_held_still(lwp: &Lwp) -> bool {
+    lwp.has_exited() || (lwp.is_parked() && lwp.state() != LwpState::OnCpu)
 }
 
 /// Stops `process` for `reason` and waits (at most `timeout_ns`) until its
@@ -82,7 +87,7 @@ pub fn stop_process(
         if lwps
             .iter()
             .filter(|lwp| must_park(lwp))
-            .all(|lwp| settled(lwp))
+            .all(|lwp| is_held_still(lwp))
         {
             return Ok(lwps.iter().map(|lwp| lwp.id).collect());
         }
@@ -95,8 +100,10 @@ pub fn stop_process(
             resume_process(process, reason);
             return Err(Errno::ETIMEDOUT);
         }
+        // A parker notifies while still on its CPU: poll every 10 ms for
+        // the switch that follows.
         state = process
-            .stop_changed
+            .stop_parked
             .wait_timeout(state, (deadline - now).min(10_000_000))
             .0;
     }
@@ -133,7 +140,7 @@ pub fn resume_process(process: &Arc<Process>, reason: StopReason) -> Vec<LwpId> 
         if state.reasons == 0 {
             process.set_stopped_flag(false);
         }
-        process.stop_changed.notify_all();
+        process.stop_released.notify_all();
     }
     process.lwps().iter().map(|lwp| lwp.id).collect()
 }
@@ -148,9 +155,9 @@ fn park(me: &Arc<Lwp>, snapshot: Option<UserSnapshot>) {
     }
     me.set_user_snapshot(snapshot);
     me.set_parked(true);
-    process.stop_changed.notify_all();
+    process.stop_parked.notify_all();
     while state.is_stopped() && !process.is_exiting() {
-        state = process.stop_changed.wait(state);
+        state = process.stop_released.wait(state);
     }
     me.set_parked(false);
     me.set_user_snapshot(None);
@@ -189,5 +196,6 @@ pub fn stop_point() {
 /// Lets every parked LWP of an exiting process go.
 pub fn release_for_exit(process: &Process) {
     let _state = process.stop.lock();
-    process.stop_changed.notify_all();
+    process.stop_released.notify_all();
+    process.stop_parked.notify_all();
 }
