@@ -28,6 +28,35 @@ pub struct MemoryFigures {
     pub heap_bytes: u64,
 }
 
+/// `spindle: teardown of pid <N>: <W> kernel-only workers inside at exit,
+/// last LWP gone <X> us after exit began, resources freed after <Y> us`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Teardown {
+    pub pid: u64,
+    /// Kernel-only LWPs (the network workers) inside when exit began.
+    pub workers: u64,
+    /// From exit's start until the last LWP (a worker, with a network
+    /// device) had left, in microseconds.
+    pub last_lwp_gone_us: u64,
+    /// From exit's start until the address space, descriptors and device
+    /// attachment were freed, in microseconds.
+    pub freed_us: u64,
+}
+
+fn parse_teardown(rest: &str) -> Option<Teardown> {
+    let rest = rest.strip_prefix("teardown of pid ")?;
+    let (pid, rest) = rest.split_once(": ")?;
+    let (workers, rest) = rest.split_once(" kernel-only workers inside at exit, last LWP gone ")?;
+    let (gone, rest) = rest.split_once(" us after exit began, resources freed after ")?;
+    let freed = rest.strip_suffix(" us")?;
+    Some(Teardown {
+        pid: pid.parse().ok()?,
+        workers: workers.parse().ok()?,
+        last_lwp_gone_us: gone.parse().ok()?,
+        freed_us: freed.trim().parse().ok()?,
+    })
+}
+
 /// What the serial log says about the process.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ProcessLog {
@@ -39,6 +68,8 @@ pub struct ProcessLog {
     pub dumped_core: Vec<u64>,
     pub memory_before: Vec<MemoryFigures>,
     pub memory_after: Vec<MemoryFigures>,
+    /// One per run whose exit the kernel timed.
+    pub teardowns: Vec<Teardown>,
     /// The process's output: every line after the first
     /// `memory before process` line that is neither a kernel log line nor a
     /// `spindle: ` line.
@@ -160,6 +191,8 @@ pub fn parse_process_log(log: &str) -> ProcessLog {
                 p.memory_before.extend(parse_memory(m));
             } else if let Some(m) = rest.strip_prefix("memory after exit: ") {
                 p.memory_after.extend(parse_memory(m));
+            } else if let Some(t) = parse_teardown(rest) {
+                p.teardowns.push(t);
             } else if let Some((end, dumped)) = parse_end(rest) {
                 if let (ProcessEnd::Killed { pid, .. }, true) = (&end, dumped) {
                     p.dumped_core.push(*pid);
@@ -277,5 +310,24 @@ mod tests {
             assert!(p.ends.is_empty(), "{line}: {:?}", p.ends);
             assert!(p.dumped_core.is_empty(), "{line}");
         }
+    }
+
+    #[test]
+    fn teardown_lines_are_read_and_malformed_ones_ignored() {
+        let log = "spindle: process iperf (pid 2) killed by signal 15\n\
+                   spindle: teardown of pid 2: 2 kernel-only workers inside at exit, last LWP gone 1514 us after exit began, resources freed after 5146 us\n\
+                   spindle: teardown of pid 3: x kernel-only workers inside at exit, last LWP gone 1 us after exit began, resources freed after 2 us\n\
+                   spindle: teardown of pid 4: 1 kernel-only workers inside at exit\n";
+        let p = parse_process_log(log);
+        assert_eq!(
+            p.teardowns,
+            vec![Teardown {
+                pid: 2,
+                workers: 2,
+                last_lwp_gone_us: 1514,
+                freed_us: 5146
+            }]
+        );
+        assert_eq!(p.ends, vec![killed("iperf", 2, "15")]);
     }
 }

@@ -11,6 +11,8 @@
 //!
 //! States: live -> exiting (`EXITING`: no new LWPs) -> zombie (no LWPs
 //! left; out of the table; the status stays readable through handles).
+//! `ExitTimes` records when exit began, how many kernel-only LWPs (workers)
+//! were inside then, and when the last LWP left: the teardown figures.
 //! A kernel process (not proc0) becomes a zombie when its last LWP exits.
 
 pub mod lwp;
@@ -28,6 +30,17 @@ use crate::errno::Errno;
 use crate::sync::{Condvar, IrqSpinLock, Mutex};
 
 pub type Pid = u32;
+
+/// A process's exit, timed (`Process::exit_times`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ExitTimes {
+    /// When `begin_exit` first ran (kernel clock, ns).
+    pub began_ns: Option<u64>,
+    /// Kernel-only LWPs (workers) inside the process when exit began.
+    pub workers: usize,
+    /// When its last LWP left (`finish_exit`).
+    pub last_lwp_gone_ns: Option<u64>,
+}
 
 /// Process flags.
 pub mod flags {
@@ -66,6 +79,7 @@ pub struct Process {
     cr3: core::sync::atomic::AtomicU64,
     name: IrqSpinLock<String>,
     flags: AtomicU32,
+    exit_times: IrqSpinLock<ExitTimes>,
     lwps: IrqSpinLock<LwpList>,
     /// FreeBSD's process mutex, for `kthread_suspend` and friends.
     pub suspend_lock: Mutex<()>,
@@ -139,6 +153,7 @@ impl Process {
             departed: IrqSpinLock::new(Vec::new()),
             signals: IrqSpinLock::new(crate::signal::ProcessSignals::default()),
             stop: Mutex::new(crate::signal::stop::StopState::default()),
+            exit_times: IrqSpinLock::new(ExitTimes::default()),
             stop_released: Condvar::new(),
             stop_parked: Condvar::new(),
             auxv: IrqSpinLock::new(Vec::new()),
@@ -176,7 +191,24 @@ impl Process {
 
     /// Marks the process exiting: from now on LWP creation is refused.
     pub fn begin_exit(&self) {
-        self.flags.fetch_or(flags::EXITING, Ordering::AcqRel);
+        let before = self.flags.fetch_or(flags::EXITING, Ordering::AcqRel);
+        if before & (flags::EXITING | flags::ZOMBIE) == 0 {
+            let workers = self
+                .lwps
+                .lock()
+                .lwps
+                .iter()
+                .filter(|lwp| lwp.has_flag(lwp::flags::KTHREAD))
+                .count();
+            let mut times = self.exit_times.lock();
+            times.began_ns = Some(crate::time::now_ns());
+            times.workers = workers;
+        }
+    }
+
+    /// When exit began and ended (`None` before each happens).
+    pub fn exit_times(&self) -> ExitTimes {
+        *self.exit_times.lock()
     }
 
     /// Adds an LWP built by `make` (given its new id) unless the process is
@@ -307,6 +339,7 @@ impl Process {
         self.flags
             .fetch_or(flags::EXITING | flags::ZOMBIE, Ordering::AcqRel);
         TABLE.lock().processes.remove(&self.pid);
+        self.exit_times.lock().last_lwp_gone_ns = Some(crate::time::now_ns());
         let mut exit_status = self.exit_status.lock();
         *exit_status = Some(status);
         self.exit_changed.notify_all();

@@ -148,9 +148,12 @@ fn supervise(launch: Launch) {
         let status = process.wait_exit();
         let pid = process.pid;
         teardown(&process);
+        let freed_ns = crate::time::now_ns();
+        let times = process.exit_times();
         drop(process);
         kthread::reaper::drain();
         report(&name, pid, status);
+        report_teardown(pid, times, freed_ns);
         last_status = status;
         memory_line("after exit");
     }
@@ -178,6 +181,21 @@ fn report(name: &str, pid: u32, wait_status: i32) {
             wait_status & 0x7f
         );
     }
+}
+
+/// `spindle: teardown of pid N: W kernel-only workers inside at exit, last
+/// LWP gone X us after exit began, resources freed after Y us`.
+fn report_teardown(pid: u32, times: proc::ExitTimes, freed_ns: u64) {
+    let Some(began) = times.began_ns else {
+        return;
+    };
+    let since = |at: u64| at.saturating_sub(began) / 1000;
+    let gone = times.last_lwp_gone_ns.map_or(0, since);
+    println!(
+        "spindle: teardown of pid {pid}: {} kernel-only workers inside at exit, last LWP gone {gone} us after exit began, resources freed after {} us",
+        times.workers,
+        since(freed_ns)
+    );
 }
 
 /// The wait-status encoding of a process that exited with `code`.
