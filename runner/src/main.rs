@@ -45,6 +45,10 @@ enum Cmd {
     /// kill -SIG PID, stats, rings, help. Exit status: 0 ok, 1 the guest said
     /// error, 2 no running guest or no answer.
     Ctl(CtlArgs),
+    /// Throughput: boot Spindle serving iperf3 (the `iperf` image), run the
+    /// host's iperf3 against it, print the result, then end the guest
+    /// process and print its teardown (workers gone, memory returned).
+    Iperf(IperfArgs),
     /// Measure boot time or the scheduler.
     Bench {
         #[command(subcommand)]
@@ -140,6 +144,46 @@ struct RunArgs {
     /// without spaces.
     #[arg(last = true, value_name = "ARGS")]
     args: Vec<String>,
+}
+
+#[derive(Args)]
+struct IperfArgs {
+    /// Test length in seconds.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=3600))]
+    seconds: u32,
+    /// Parallel TCP streams.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=32))]
+    parallel: u32,
+    /// Guest to host (iperf3 -R) instead of host to guest.
+    #[arg(long, conflicts_with = "bidir")]
+    reverse: bool,
+    /// Both directions at once (iperf3 --bidir).
+    #[arg(long)]
+    bidir: bool,
+    /// Print one JSON document (summary, teardown, iperf3's own report).
+    #[arg(long)]
+    json: bool,
+    /// user: slirp, a forward from a free 127.0.0.1 port; tap: a tap in a
+    /// private network namespace (root), removed afterwards.
+    #[arg(long, value_enum, default_value = "user")]
+    net: IperfNetChoice,
+    /// Boot the unoptimised (debug) kernel instead of the release one.
+    #[arg(long)]
+    debug: bool,
+    #[arg(long, value_enum, default_value = "auto")]
+    accel: AccelChoice,
+    /// Number of CPUs.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=16))]
+    smp: u32,
+    /// Guest memory: MiB, or with a K/M/G suffix.
+    #[arg(long, default_value = "256M", value_parser = parse_mem)]
+    mem: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum IperfNetChoice {
+    User,
+    Tap,
 }
 
 #[derive(Args)]
@@ -337,6 +381,7 @@ fn dispatch(cmd: Cmd) -> Result<u8> {
             Ok(0)
         }
         Cmd::Run(run_args) => run(&run_args),
+        Cmd::Iperf(a) => iperf(&a),
         Cmd::Bench {
             what:
                 BenchCmd::Boot {
@@ -499,6 +544,42 @@ fn run(run_args: &RunArgs) -> Result<u8> {
         _ => {}
     }
     Ok(code)
+}
+
+fn iperf(a: &IperfArgs) -> Result<u8> {
+    use spindle_runner::iperf::{Direction, HostTest};
+    use spindle_runner::iperf_session::{IperfNet, IperfPlan};
+    let net = match a.net {
+        IperfNetChoice::User => IperfNet::User,
+        IperfNetChoice::Tap => IperfNet::Tap,
+    };
+    let kernel = build_kernel(Profile::from_release(!a.debug))?;
+    images::build_images()?;
+    let image = images::resolve_image("iperf")?.path;
+    let decision = decide_for_host(a.accel);
+    eprintln!("spindle: accel {} ({})", decision.accel, decision.reason);
+    let mut config = spindle_runner::QemuConfig::new(kernel);
+    config.accel = decision.accel;
+    config.smp = a.smp;
+    config.mem_mib = a.mem;
+    let direction = if a.bidir {
+        Direction::Bidir
+    } else if a.reverse {
+        Direction::GuestToHost
+    } else {
+        Direction::HostToGuest
+    };
+    spindle_runner::iperf_session::run(IperfPlan {
+        test: HostTest {
+            direction,
+            seconds: a.seconds,
+            parallel: a.parallel,
+        },
+        net,
+        config,
+        image,
+        json: a.json,
+    })
 }
 
 /// Copies QEMU's serial output to our stdout as it comes; returns all of

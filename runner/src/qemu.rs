@@ -65,6 +65,10 @@ pub enum Net {
     /// transmits to `127.0.0.1:udp_remote`. No slirp: give the guest
     /// `net.ip=`/`net.gw=`. Tests use it to inject (malformed) frames.
     Socket { udp_local: u16, udp_remote: u16 },
+    /// A tap device `ifname` that already exists (in the network namespace
+    /// QEMU runs in: see `QemuConfig::netns`); no slirp: give the guest
+    /// `net.ip=`/`net.gw=`.
+    Tap { ifname: String },
 }
 
 impl Net {
@@ -92,6 +96,9 @@ impl Net {
                 udp_remote,
             } => Some(format!(
                 "socket,id=net0,udp=127.0.0.1:{udp_remote},localaddr=127.0.0.1:{udp_local}"
+            )),
+            Net::Tap { ifname } => Some(format!(
+                "tap,id=net0,ifname={ifname},script=no,downscript=no"
             )),
         }
     }
@@ -151,6 +158,9 @@ pub struct QemuConfig {
     pub ctl_socket: Option<PathBuf>,
     /// Appended verbatim at the end of the command line.
     pub extra_args: Vec<String>,
+    /// `Some(name)`: QEMU runs inside that network namespace (`ip netns
+    /// exec`, which execs QEMU, so the child is QEMU itself).
+    pub netns: Option<String>,
 }
 
 impl QemuConfig {
@@ -172,6 +182,7 @@ impl QemuConfig {
             paused: false,
             ctl_socket: None,
             extra_args: Vec::new(),
+            netns: None,
         }
     }
 
@@ -252,7 +263,14 @@ impl QemuConfig {
 
     /// The command to spawn (stdio not yet configured).
     pub fn command(&self) -> Command {
-        let mut cmd = Command::new(QEMU_BIN);
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut cmd = Command::new("ip");
+                cmd.args(["netns", "exec", ns, QEMU_BIN]);
+                cmd
+            }
+            None => Command::new(QEMU_BIN),
+        };
         cmd.args(self.args());
         cmd
     }
