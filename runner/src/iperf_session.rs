@@ -129,6 +129,11 @@ impl BootedGuest {
         }
     }
 
+    /// QEMU's pid (for per-thread CPU figures from /proc).
+    pub fn qemu_pid(&self) -> u32 {
+        self.qemu.id()
+    }
+
     /// Stops QEMU now.
     pub fn kill(&mut self) {
         self.qemu.terminate();
