@@ -1087,7 +1087,7 @@ pub fn render_section(ctx: &ReportContext, boots: &[BootRecord]) -> String {
     let rows = cpu_rows(boots, &systems, ctx.smp);
     if !rows.is_empty() {
         t.push_str(&format!(
-            "\n### CPU during the tests\n\nQEMU's threads, % of one host core over the test's wall time (median of the tests; `CPU n/TCG` = vCPU, `qemu-system-x86` = main loop, where slirp and virtio-net's backend run); host busy = % of all {} host CPUs.\n\n",
+            "\n### CPU during the tests\n\nQEMU's threads, % of one host core over the test's wall time (median of the tests; `CPU n/TCG` = vCPU, `qemu-system-x86` = the main loop: slirp or tap I/O and virtio-net's backend); host busy = % of all {} host CPUs.\n\n",
             std::thread::available_parallelism().map_or(0, |n| n.get())
         ));
         t.push_str("| system | direction | n | QEMU threads | QEMU total | host busy |\n|---|---|---|---|---|---|\n");
