@@ -114,6 +114,15 @@ pub struct Measured {
     pub qemu_threads: BTreeMap<String, f64>,
     /// The host's busy time over the test, % of all its CPUs.
     pub host_busy_pct: Option<f64>,
+    /// The host's iperf3 process, % of one core (its `host_total`).
+    pub host_iperf3_pct: Option<f64>,
+    /// Everything else on the host, % of one core: busy time of all
+    /// CPUs minus QEMU and the host's iperf3 (other processes, the host
+    /// kernel's work not charged to either).
+    pub host_rest_pct: Option<f64>,
+    /// The guest's iperf server as it measures itself (iperf3's
+    /// `remote_total`: its process CPU over the test, % of one CPU).
+    pub guest_iperf3_pct: Option<f64>,
     /// Spindle only: the iperf process's LWPs; `Err` says why not.
     pub guest_lwps: Option<Result<Vec<LwpShare>, String>>,
 }
@@ -292,6 +301,17 @@ pub fn parse_proc_stat(text: &str) -> Option<(u64, u64)> {
 
 fn host_stat() -> Option<(u64, u64)> {
     parse_proc_stat(&std::fs::read_to_string("/proc/stat").ok()?)
+}
+
+fn host_cpus() -> f64 {
+    std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64)
+}
+
+/// (host, remote) `end.cpu_utilization_percent.*_total` of iperf3's report.
+pub fn iperf3_cpu(report: &Value) -> (Option<f64>, Option<f64>) {
+    let cpu = report.pointer("/end/cpu_utilization_percent");
+    let get = |k: &str| cpu.and_then(|c| c.get(k)).and_then(Value::as_f64);
+    (get("host_total"), get("remote_total"))
 }
 
 fn clock_ticks_per_s() -> f64 {
@@ -652,17 +672,23 @@ impl Session<'_> {
                     }
                     _ => None,
                 };
+                let (host_iperf3_pct, guest_iperf3_pct) = iperf3_cpu(&raw);
+                let qemu_threads =
+                    thread_split(&threads_before, &threads_after, clock_ticks_per_s(), wall_s);
+                let qemu_total = qemu_threads.values().fold(0.0, |a, b| a + b);
+                let host_rest_pct = match (host_busy_pct, host_iperf3_pct) {
+                    (Some(busy), Some(iperf3)) => Some(busy * host_cpus() - qemu_total - iperf3),
+                    _ => None,
+                };
                 Ok(Measured {
                     gbit_per_s: rate.gbit_per_s(),
                     retransmits: rate.retransmits,
                     wall_s,
-                    qemu_threads: thread_split(
-                        &threads_before,
-                        &threads_after,
-                        clock_ticks_per_s(),
-                        wall_s,
-                    ),
+                    qemu_threads,
                     host_busy_pct,
+                    host_iperf3_pct,
+                    host_rest_pct,
+                    guest_iperf3_pct,
                     guest_lwps: match system {
                         System::Linux => None,
                         System::Spindle => Some(match lwp_error {
@@ -945,6 +971,9 @@ struct CpuRow {
     threads: Vec<(String, f64)>,
     total: f64,
     host_busy: Option<f64>,
+    host_iperf3: Option<f64>,
+    host_rest: Option<f64>,
+    guest_iperf3: Option<f64>,
     gbit: Option<f64>,
     /// Spindle: the guest's LWPs.
     lwps: Option<LwpRow>,
@@ -967,7 +996,10 @@ fn cpu_rows(boots: &[BootRecord], systems: &[System], smp: u32) -> Vec<CpuRow> {
                 continue;
             }
             let (threads, total) = median_split(ms.iter().map(|m| &m.qemu_threads));
-            let busy: Vec<f64> = ms.iter().filter_map(|m| m.host_busy_pct).collect();
+            let median_of = |f: &dyn Fn(&Measured) -> Option<f64>| {
+                let v: Vec<f64> = ms.iter().filter_map(|m| f(m)).collect();
+                Summary::of(&v).map(|s| s.median)
+            };
             let gbit: Vec<f64> = ms.iter().map(|m| m.gbit_per_s).collect();
             let lwp_maps: Vec<BTreeMap<String, f64>> = ms
                 .iter()
@@ -992,7 +1024,10 @@ fn cpu_rows(boots: &[BootRecord], systems: &[System], smp: u32) -> Vec<CpuRow> {
                 n: ms.len(),
                 threads,
                 total,
-                host_busy: Summary::of(&busy).map(|s| s.median),
+                host_busy: median_of(&|m| m.host_busy_pct),
+                host_iperf3: median_of(&|m| m.host_iperf3_pct),
+                host_rest: median_of(&|m| m.host_rest_pct),
+                guest_iperf3: median_of(&|m| m.guest_iperf3_pct),
                 gbit: Summary::of(&gbit).map(|s| s.median),
                 lwps,
             });
@@ -1087,19 +1122,22 @@ pub fn render_section(ctx: &ReportContext, boots: &[BootRecord]) -> String {
     let rows = cpu_rows(boots, &systems, ctx.smp);
     if !rows.is_empty() {
         t.push_str(&format!(
-            "\n### CPU during the tests\n\nQEMU's threads, % of one host core over the test's wall time (median of the tests; `CPU n/TCG` = vCPU, `qemu-system-x86` = the main loop: slirp or tap I/O and virtio-net's backend); host busy = % of all {} host CPUs.\n\n",
+            "\n### CPU during the tests\n\nHost side, % of one host core over the test's wall time (median of the tests): QEMU's threads (`CPU n/TCG` = vCPU, `qemu-system-x86` = the main loop: slirp or tap I/O and virtio-net's backend), the host's iperf3 (its own `host_total`), the rest of the host (all CPUs' busy time minus those two: other processes and kernel work charged to neither); host busy = % of all {} host CPUs.\n\n",
             std::thread::available_parallelism().map_or(0, |n| n.get())
         ));
-        t.push_str("| system | direction | n | QEMU threads | QEMU total | host busy |\n|---|---|---|---|---|---|\n");
+        t.push_str("| system | direction | n | QEMU threads | QEMU total | host iperf3 | rest of the host | host busy |\n|---|---|---|---|---|---|---|---|\n");
+        let pct = |v: Option<f64>| v.map_or("—".to_string(), |v| format!("{v:.0}"));
         for r in &rows {
             t.push_str(&format!(
-                "| {} | {} | {} | {} | {:.0} | {} |\n",
+                "| {} | {} | {} | {} | {:.0} | {} | {} | {} |\n",
                 r.system.label(),
                 arrow(r.direction),
                 r.n,
                 join_split(&r.threads),
                 r.total,
-                r.host_busy.map_or("—".into(), |b| format!("{b:.0}"))
+                pct(r.host_iperf3),
+                pct(r.host_rest),
+                pct(r.host_busy)
             ));
         }
         let lwp_rows: Vec<&CpuRow> = rows.iter().filter(|r| r.lwps.is_some()).collect();
@@ -1186,7 +1224,21 @@ fn where_line(r: &CpuRow, smp: u32) -> String {
     }
     if let Some(b) = r.host_busy {
         s.push_str(&format!("; the host was {b:.0} % busy"));
+        if let (Some(i), Some(rest)) = (r.host_iperf3, r.host_rest) {
+            s.push_str(&format!(
+                " (its iperf3 {i:.0} %, everything else {rest:.0} % of a core)"
+            ));
+        }
     }
+    if r.system == System::Linux
+        && let Some(g) = r.guest_iperf3
+    {
+        s.push_str(&format!(
+                ". In the guest, iperf3 reports its own process CPU (user + system) as {g:.0} % of the guest's CPU{}",
+                if smp == 1 { "" } else { "s" }
+            ));
+    }
+
     if let Some(LwpRow { split, rest, .. }) = &r.lwps {
         let sum = |keep: &dyn Fn(&str) -> bool| -> f64 {
             split
@@ -1382,6 +1434,14 @@ mod tests {
     }
 
     #[test]
+    fn iperf3_reports_both_ends_cpu() {
+        let r =
+            json!({"end": {"cpu_utilization_percent": {"host_total": 1.5, "remote_total": 60.0}}});
+        assert_eq!(iperf3_cpu(&r), (Some(1.5), Some(60.0)));
+        assert_eq!(iperf3_cpu(&json!({"end": {}})), (None, None));
+    }
+
+    #[test]
     fn systems_alternate_which_goes_first() {
         let both = [System::Spindle, System::Linux];
         assert_eq!(order(&both, 0), both);
@@ -1413,6 +1473,9 @@ mod tests {
                 wall_s: 10.0,
                 qemu_threads: threads,
                 host_busy_pct: Some(60.0),
+                host_iperf3_pct: Some(5.0),
+                host_rest_pct: Some(15.0),
+                guest_iperf3_pct: Some(50.0),
                 guest_lwps: lwps.then(|| {
                     Ok(vec![
                         LwpShare {
@@ -1515,7 +1578,7 @@ mod tests {
         assert!(s.contains("- Linux run 2: no ready line"), "{s}");
         assert!(
             s.contains(
-                "| Spindle | host → guest | 2 | CPU 0/TCG 80, qemu-system-x86 20 | 100 | 60 |"
+                "| Spindle | host → guest | 2 | CPU 0/TCG 80, qemu-system-x86 20 | 100 | 5 | 15 | 60 |"
             ),
             "{s}"
         );
@@ -1523,8 +1586,12 @@ mod tests {
             s.contains("| host → guest | 2 | vnet0-rx0 (kernel-only) 40, iperf (user) 30 | 30 |"),
             "{s}"
         );
-        assert!(s.contains("- Spindle, host → guest (2.000 Gbit/s): QEMU used 100 % of a host core (CPU 0/TCG 80 %, qemu-system-x86 20 %), 0.50 host-core-seconds per Gbit; the host was 60 % busy. In the guest (1 CPU): the kernel-only workers 40 % (vnet0-rx0 40 %), the iperf user LWPs 30 %, idle 0 %, other kernel LWPs 0 %, not attributed to an LWP 30 %.\n"), "{s}");
+        assert!(s.contains("- Spindle, host → guest (2.000 Gbit/s): QEMU used 100 % of a host core (CPU 0/TCG 80 %, qemu-system-x86 20 %), 0.50 host-core-seconds per Gbit; the host was 60 % busy (its iperf3 5 %, everything else 15 % of a core). In the guest (1 CPU): the kernel-only workers 40 % (vnet0-rx0 40 %), the iperf user LWPs 30 %, idle 0 %, other kernel LWPs 0 %, not attributed to an LWP 30 %.\n"), "{s}");
         assert!(s.contains("- Linux, guest → host (1.000 Gbit/s)"), "{s}");
+        assert!(
+            s.contains("In the guest, iperf3 reports its own process CPU (user + system) as 50 % of the guest's CPU.\n"),
+            "{s}"
+        );
         assert!(s.contains("1 test(s) ran while another QEMU"), "{s}");
         assert!(
             s.contains("    qemu-system-x86_64 -kernel vmlinux\n"),
