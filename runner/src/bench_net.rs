@@ -971,6 +971,12 @@ fn median_split<'a>(
     (out, Summary::of(&totals).map_or(0.0, |s| s.median))
 }
 
+/// `v` rounded to a whole number, never `-0`.
+pub fn whole(v: f64) -> String {
+    let text = format!("{v:.0}");
+    if text == "-0" { "0".to_string() } else { text }
+}
+
 fn join_split(split: &[(String, f64)]) -> String {
     split
         .iter()
@@ -1141,11 +1147,11 @@ pub fn render_section(ctx: &ReportContext, boots: &[BootRecord]) -> String {
     let rows = cpu_rows(boots, &systems, ctx.smp);
     if !rows.is_empty() {
         t.push_str(&format!(
-            "\n### CPU during the tests\n\nHost side, % of one host core over the test's wall time (median of the tests): QEMU's threads (`CPU n/TCG` = vCPU, `qemu-system-x86` = the main loop: slirp or tap I/O and virtio-net's backend), the host's iperf3 (its own `host_total`), the rest of the host (all CPUs' busy time minus those two: other processes and kernel work charged to neither); host busy = % of all {} host CPUs.\n\n",
+            "\n### CPU during the tests\n\nHost side, % of one host core over the test's wall time (median of the tests): QEMU's threads (`CPU n/TCG` = vCPU, `qemu-system-x86` = the main loop: slirp or tap I/O and virtio-net's backend), the host's iperf3 (its own `host_total`), the rest of the host (all CPUs' busy time minus those two: other processes and kernel work charged to neither; a difference of separately sampled counters, good to about ±2); host busy = % of all {} host CPUs.\n\n",
             std::thread::available_parallelism().map_or(0, |n| n.get())
         ));
         t.push_str("| system | direction | n | QEMU threads | QEMU total | host iperf3 | rest of the host | host busy |\n|---|---|---|---|---|---|---|---|\n");
-        let pct = |v: Option<f64>| v.map_or("—".to_string(), |v| format!("{v:.0}"));
+        let pct = |v: Option<f64>| v.map_or("—".to_string(), whole);
         for r in &rows {
             t.push_str(&format!(
                 "| {} | {} | {} | {} | {:.0} | {} | {} | {} |\n",
@@ -1245,7 +1251,8 @@ fn where_line(r: &CpuRow, smp: u32) -> String {
         s.push_str(&format!("; the host was {b:.0} % busy"));
         if let (Some(i), Some(rest)) = (r.host_iperf3, r.host_rest) {
             s.push_str(&format!(
-                " (its iperf3 {i:.0} %, everything else {rest:.0} % of a core)"
+                " (its iperf3 {i:.0} %, everything else {} % of a core)",
+                whole(rest)
             ));
         }
     }
@@ -1450,6 +1457,13 @@ mod tests {
         );
         // (400 - 100) + 500 over 10 s.
         assert_eq!((shares[2].pct, shares[2].count), (8.0, 2));
+    }
+
+    #[test]
+    fn whole_numbers_have_no_negative_zero() {
+        assert_eq!(whole(-0.3), "0");
+        assert_eq!(whole(-1.2), "-1");
+        assert_eq!(whole(2.6), "3");
     }
 
     #[test]
