@@ -781,6 +781,10 @@ pub fn run(plan: &NetBenchPlan) -> Result<NetBenchResult> {
         raw_dir.join("iperf3.json"),
         serde_json::to_string_pretty(&Value::Array(session.raw))?,
     );
+    let _ = std::fs::write(
+        raw_dir.join("records.json"),
+        serde_json::to_string_pretty(&records_json(&boots))?,
+    );
     let context = ReportContext {
         date: crate::bench::today_utc(),
         runs: plan.runs,
@@ -811,6 +815,55 @@ fn cpu_in_use(config: &QemuConfig) -> String {
     args.windows(2)
         .find(|w| w[0] == "-cpu")
         .map_or_else(|| "?".to_string(), |w| w[1].clone())
+}
+
+/// Every boot and test as measured (for `records.json`).
+pub fn records_json(boots: &[BootRecord]) -> Value {
+    let boots: Vec<Value> = boots
+        .iter()
+        .map(|b| {
+            let tests: Vec<Value> = b
+                .tests
+                .iter()
+                .map(|t| {
+                    let outcome = match &t.outcome {
+                        Err(e) => json!({ "error": e }),
+                        Ok(m) => json!({
+                            "gbit_per_s": m.gbit_per_s,
+                            "retransmits": m.retransmits,
+                            "wall_s": m.wall_s,
+                            "qemu_threads_pct": m.qemu_threads,
+                            "host_busy_pct": m.host_busy_pct,
+                            "host_iperf3_pct": m.host_iperf3_pct,
+                            "host_rest_pct": m.host_rest_pct,
+                            "guest_iperf3_pct": m.guest_iperf3_pct,
+                            "guest_lwps": match &m.guest_lwps {
+                                None => Value::Null,
+                                Some(Err(e)) => json!({ "error": e }),
+                                Some(Ok(shares)) => shares
+                                    .iter()
+                                    .map(|s| json!({"label": s.label, "count": s.count, "pct": s.pct}))
+                                    .collect(),
+                            },
+                        }),
+                    };
+                    json!({
+                        "direction": t.direction.label(),
+                        "other_qemus": t.other_qemus,
+                        "outcome": outcome,
+                    })
+                })
+                .collect();
+            json!({
+                "system": b.system.label(),
+                "run": b.run,
+                "ready_s": b.ready.as_ref().ok().map(Duration::as_secs_f64),
+                "ready_error": b.ready.as_ref().err(),
+                "tests": tests,
+            })
+        })
+        .collect();
+    Value::Array(boots)
 }
 
 fn host_iperf3_version() -> String {
@@ -1636,6 +1689,19 @@ mod tests {
             s.contains("    qemu-system-x86_64 -kernel vmlinux\n"),
             "{s}"
         );
+
+        let records = records_json(&boots);
+        assert_eq!(
+            records[2]["tests"][1]["outcome"]["error"]
+                .as_str()
+                .map(first_line),
+            Some("iperf3: the server has terminated")
+        );
+        assert_eq!(
+            records[0]["tests"][0]["outcome"]["guest_lwps"][1]["count"],
+            2
+        );
+        assert!(records[3]["ready_s"].is_null());
 
         let f = render_failures(&boots);
         assert!(
