@@ -739,6 +739,43 @@ mod tests {
         assert!(a.json && a.args == ["1"]);
     }
 
+    fn iperf_args(args: &[&str]) -> Result<IperfArgs, clap::Error> {
+        let argv = ["cargo-spindle", "iperf"].iter().chain(args);
+        match Cli::try_parse_from(argv)?.command {
+            Cmd::Iperf(a) => Ok(a),
+            _ => panic!("not iperf"),
+        }
+    }
+
+    #[test]
+    fn iperf_flags_have_defaults_and_limits() {
+        let a = iperf_args(&[]).unwrap();
+        assert_eq!((a.seconds, a.parallel, a.smp, a.mem), (10, 1, 1, 256));
+        assert!(!a.reverse && !a.bidir && !a.json && !a.debug);
+        assert_eq!(a.net, IperfNetChoice::User);
+        let a = iperf_args(&[
+            "--reverse",
+            "--parallel",
+            "4",
+            "--seconds",
+            "3",
+            "--net",
+            "tap",
+        ])
+        .unwrap();
+        assert!(a.reverse && a.parallel == 4 && a.seconds == 3 && a.net == IperfNetChoice::Tap);
+        for bad in [
+            &["--reverse", "--bidir"][..],
+            &["--parallel", "0"],
+            &["--parallel", "33"],
+            &["--seconds", "0"],
+            &["--net", "socket"],
+            &["--seconds", "ten"],
+        ] {
+            assert!(iperf_args(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
     fn boot(args: &[&str]) -> Result<BootArgs, clap::Error> {
         let argv = ["cargo-spindle", "run"].iter().chain(args);
         match Cli::try_parse_from(argv)?.command {
