@@ -105,6 +105,11 @@ pub const IMAGES: &[ImageInfo] = &[
         about: "HTTP/1.1 server on std::net (`http [PORT]`, default 8080): /, /bytes/N",
     },
     ImageInfo {
+        name: "iperf",
+        kind: ImageKind::Rust,
+        about: "iperf3-compatible server and client (`iperf -s`, `iperf -c HOST`; port 5201)",
+    },
+    ImageInfo {
         name: "chello",
         kind: ImageKind::C,
         about: "C with musl-gcc -static: printf, argv, one pthread",
