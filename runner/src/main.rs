@@ -569,7 +569,7 @@ fn iperf(a: &IperfArgs) -> Result<u8> {
     } else {
         Direction::HostToGuest
     };
-    spindle_runner::iperf_session::run(IperfPlan {
+    let result = spindle_runner::iperf_session::run(IperfPlan {
         test: HostTest {
             direction,
             seconds: a.seconds,
@@ -579,7 +579,13 @@ fn iperf(a: &IperfArgs) -> Result<u8> {
         config,
         image,
         json: a.json,
-    })
+    });
+    // Ctrl-C: everything is stopped and removed by now.
+    if result.is_err() && guest::interrupted() {
+        eprintln!("spindle: interrupted");
+        return Ok(130);
+    }
+    result
 }
 
 /// Copies QEMU's serial output to our stdout as it comes; returns all of
