@@ -80,6 +80,9 @@ pub struct Process {
     name: IrqSpinLock<String>,
     flags: AtomicU32,
     exit_times: IrqSpinLock<ExitTimes>,
+    /// CPU ticks (all, and in user mode) of its LWPs that have exited.
+    exited_ticks: AtomicU64,
+    exited_user_ticks: AtomicU64,
     lwps: IrqSpinLock<LwpList>,
     /// FreeBSD's process mutex, for `kthread_suspend` and friends.
     pub suspend_lock: Mutex<()>,
@@ -154,6 +157,8 @@ impl Process {
             signals: IrqSpinLock::new(crate::signal::ProcessSignals::default()),
             stop: Mutex::new(crate::signal::stop::StopState::default()),
             exit_times: IrqSpinLock::new(ExitTimes::default()),
+            exited_ticks: AtomicU64::new(0),
+            exited_user_ticks: AtomicU64::new(0),
             stop_released: Condvar::new(),
             stop_parked: Condvar::new(),
             auxv: IrqSpinLock::new(Vec::new()),
@@ -246,6 +251,10 @@ impl Process {
         });
         if list.lwps.len() < before {
             LWP_COUNT.fetch_sub(1, Ordering::AcqRel);
+            self.exited_ticks
+                .fetch_add(lwp.cpu_ticks.load(Ordering::Relaxed), Ordering::Relaxed);
+            self.exited_user_ticks
+                .fetch_add(lwp.user_ticks.load(Ordering::Relaxed), Ordering::Relaxed);
         }
         let remaining = list.lwps.len();
         drop(list);
@@ -318,6 +327,19 @@ impl Process {
     /// The LWPs, in creation order.
     pub fn lwps(&self) -> Vec<Arc<Lwp>> {
         self.lwps.lock().lwps.clone()
+    }
+
+    /// CPU ticks of all its LWPs, live and exited: (all, in user mode).
+    /// Kernel-only LWPs' ticks are all system time.
+    pub fn cpu_ticks(&self) -> (u64, u64) {
+        let list = self.lwps.lock();
+        let mut all = self.exited_ticks.load(Ordering::Relaxed);
+        let mut user = self.exited_user_ticks.load(Ordering::Relaxed);
+        for lwp in &list.lwps {
+            all += lwp.cpu_ticks.load(Ordering::Relaxed);
+            user += lwp.user_ticks.load(Ordering::Relaxed);
+        }
+        (all, user)
     }
 
     pub fn lwp_count(&self) -> usize {
