@@ -5,7 +5,10 @@
 //! the system-wide limits on processes and LWPs (`LIMITS`, atomics, set from
 //! the command line `kern.maxproc=`/`kern.maxlwp=` or by tests). A process
 //! has a pid, a name, state flags (`SYSTEM`, `EXITING`, `STOPPED`,
-//! `ZOMBIE`), its LWPs (the `lwps` lock, taken before any LWP's own locks),
+//! `ZOMBIE`), its LWPs (the `lwps` lock, taken before any LWP's own locks
+//! and before the leaves `vm` and `departed`: an exiting LWP of a user
+//! process leaves the list and joins `departed` in one step, so the LWP
+//! whose exit empties the list knows every other one is in `departed`),
 //! an LWP id allocator, a sleeping mutex `suspend_lock` (FreeBSD's process
 //! mutex for cooperative suspension) and its exit status.
 //!
@@ -96,7 +99,8 @@ pub struct Process {
     /// Its LWPs that run in user mode.
     pub user_lwps: AtomicUsize,
     /// A user process's LWPs that have exited: its address space is torn
-    /// down only once they are all off their CPUs.
+    /// down only once they are all off their CPUs. Filled under the `lwps`
+    /// lock, in the same step that takes an LWP off the list.
     departed: IrqSpinLock<Vec<Arc<Lwp>>>,
     /// Dispositions and pending signals: the process's signal lock.
     pub signals: IrqSpinLock<crate::signal::ProcessSignals>,
@@ -257,12 +261,21 @@ impl Process {
                 .fetch_add(lwp.user_ticks.load(Ordering::Relaxed), Ordering::Relaxed);
         }
         let remaining = list.lwps.len();
+        // A user process's LWP moves to `departed` before the list lock is
+        // let go, so whoever removes the last LWP (and so ends the process)
+        // finds every earlier one there: the teardown, which takes
+        // `departed` once, misses none (a late push would keep an LWP it
+        // never waited for and, through its `process`, a cycle that is
+        // never freed).
+        let not_kept = match removed {
+            Some(removed) if self.vm.lock().is_some() => {
+                self.departed.lock().push(removed);
+                None
+            }
+            other => other,
+        };
         drop(list);
-        if let Some(removed) = removed
-            && self.vm.lock().is_some()
-        {
-            self.departed.lock().push(removed);
-        }
+        drop(not_kept);
         remaining
     }
 
