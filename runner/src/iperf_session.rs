@@ -305,7 +305,7 @@ fn ok(ctl: &mut CtlConnection, command: &str) -> Result<Value> {
 }
 
 /// The running `iperf` process's pid, from `ps`.
-fn iperf_pid(ctl: &mut CtlConnection) -> Result<u64> {
+pub fn iperf_pid(ctl: &mut CtlConnection) -> Result<u64> {
     let ps = ok(ctl, "ps")?;
     ps.as_array()
         .into_iter()

@@ -11,6 +11,7 @@
 
 pub mod accel;
 pub mod bench;
+pub mod bench_net;
 pub mod bench_sched;
 pub mod bench_syscalls;
 pub mod ctl;

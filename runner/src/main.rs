@@ -104,6 +104,36 @@ enum BenchCmd {
         #[arg(long)]
         no_write: bool,
     },
+    /// TCP throughput (iperf3, both directions) and boot-to-ready of
+    /// Spindle's `iperf` image against the Linux baseline guest, with
+    /// identical QEMU arguments; QEMU's per-thread CPU and, for Spindle,
+    /// the guest's CPU per LWP during each test.
+    Net {
+        /// Boots per system (alternating); each serves both directions.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+        runs: u32,
+        /// Length of each iperf3 test.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=600))]
+        seconds: u32,
+        /// user: slirp with a forward from a free 127.0.0.1 port; tap: a
+        /// tap in a private network namespace (root).
+        #[arg(long, value_enum, default_value = "user")]
+        net: IperfNetChoice,
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=16))]
+        smp: u32,
+        /// Guest memory: MiB, or with a K/M/G suffix.
+        #[arg(long, default_value = "512M", value_parser = parse_mem)]
+        mem: u64,
+        #[arg(long, value_enum, default_value = "auto")]
+        accel: AccelChoice,
+        /// Boot only this system (for debugging one side: no ratio, and
+        /// BENCHMARKS.md is not written).
+        #[arg(long, value_enum)]
+        only: Option<NetSystemChoice>,
+        /// Do not update BENCHMARKS.md.
+        #[arg(long)]
+        no_write: bool,
+    },
     /// Scheduler micro-benchmarks: context switch, thread create + join,
     /// cross-CPU wake-up latency (in-guest, nanoseconds).
     Sched {
@@ -184,6 +214,22 @@ struct IperfArgs {
 enum IperfNetChoice {
     User,
     Tap,
+}
+
+impl IperfNetChoice {
+    fn net(self) -> spindle_runner::iperf_session::IperfNet {
+        use spindle_runner::iperf_session::IperfNet;
+        match self {
+            IperfNetChoice::User => IperfNet::User,
+            IperfNetChoice::Tap => IperfNet::Tap,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum NetSystemChoice {
+    Spindle,
+    Linux,
 }
 
 #[derive(Args)]
@@ -412,6 +458,28 @@ fn dispatch(cmd: Cmd) -> Result<u8> {
                     no_write,
                 },
         } => bench_syscalls(runs, smp, accel, no_write),
+        Cmd::Bench {
+            what:
+                BenchCmd::Net {
+                    runs,
+                    seconds,
+                    net,
+                    smp,
+                    mem,
+                    accel,
+                    only,
+                    no_write,
+                },
+        } => bench_net(NetArgs {
+            runs,
+            seconds,
+            net,
+            smp,
+            mem,
+            accel,
+            only,
+            no_write,
+        }),
         Cmd::Gdb {
             boot,
             print,
@@ -548,11 +616,8 @@ fn run(run_args: &RunArgs) -> Result<u8> {
 
 fn iperf(a: &IperfArgs) -> Result<u8> {
     use spindle_runner::iperf::{Direction, HostTest};
-    use spindle_runner::iperf_session::{IperfNet, IperfPlan};
-    let net = match a.net {
-        IperfNetChoice::User => IperfNet::User,
-        IperfNetChoice::Tap => IperfNet::Tap,
-    };
+    use spindle_runner::iperf_session::IperfPlan;
+    let net = a.net.net();
     let kernel = build_kernel(Profile::from_release(!a.debug))?;
     images::build_images()?;
     let image = images::resolve_image("iperf")?.path;
@@ -697,6 +762,63 @@ fn bench_syscalls(runs: u32, smp: u32, accel: AccelChoice, no_write: bool) -> Re
         &report,
         no_write,
         spindle_runner::bench_syscalls::update_benchmarks_md,
+    )
+}
+
+struct NetArgs {
+    runs: u32,
+    seconds: u32,
+    net: IperfNetChoice,
+    smp: u32,
+    mem: u64,
+    accel: AccelChoice,
+    only: Option<NetSystemChoice>,
+    no_write: bool,
+}
+
+fn bench_net(a: NetArgs) -> Result<u8> {
+    use spindle_runner::bench_net::{self, NetBenchPlan, System};
+    let decision = decide_for_host(a.accel);
+    eprintln!("spindle: accel {} ({})", decision.accel, decision.reason);
+    let systems = match a.only {
+        None => vec![System::Spindle, System::Linux],
+        Some(NetSystemChoice::Spindle) => vec![System::Spindle],
+        Some(NetSystemChoice::Linux) => vec![System::Linux],
+    };
+    let kernel = build_kernel(Profile::Release)?;
+    let image = if systems.contains(&System::Spindle) {
+        images::build_images()?;
+        Some(images::resolve_image("iperf")?.path)
+    } else {
+        None
+    };
+    let plan = NetBenchPlan {
+        kernel,
+        image,
+        accel: decision.accel,
+        accel_reason: decision.reason,
+        runs: a.runs as usize,
+        seconds: a.seconds,
+        net: a.net.net(),
+        smp: a.smp,
+        mem_mib: a.mem,
+        systems,
+    };
+    let result = bench_net::run(&plan)?;
+    if !result.failures.is_empty() {
+        println!("Failures:\n{}", result.failures);
+    }
+    eprintln!(
+        "spindle: bench net: console logs and iperf3 reports in {}",
+        result.raw_dir.display()
+    );
+    if a.only.is_some() && !a.no_write {
+        eprintln!("spindle: bench net: --only: BENCHMARKS.md left alone");
+    }
+    publish(
+        &result.section,
+        a.no_write || a.only.is_some(),
+        bench_net::update_benchmarks_md,
     )
 }
 
