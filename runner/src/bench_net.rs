@@ -87,6 +87,8 @@ pub struct NetBenchPlan {
     pub net: IperfNet,
     pub smp: u32,
     pub mem_mib: u64,
+    /// `-cpu` for both (`None`: the runner's default for the accelerator).
+    pub cpu: Option<String>,
     /// Which systems to boot (both, unless debugging one side).
     pub systems: Vec<System>,
 }
@@ -501,6 +503,7 @@ pub fn configs(
     let mut base = QemuConfig::new(&plan.kernel).with_smp(plan.smp);
     base.accel = plan.accel;
     base.mem_mib = plan.mem_mib;
+    base.cpu = plan.cpu.clone();
     base.ctl_socket = Some(socket.to_path_buf());
     base.extra_args = vec!["-name".into(), QEMU_NAME.into()];
     wiring.apply(&mut base);
@@ -785,6 +788,8 @@ pub fn run(plan: &NetBenchPlan) -> Result<NetBenchResult> {
         net: plan.net,
         smp: plan.smp,
         mem_mib: plan.mem_mib,
+        cpu: plan.cpu.clone(),
+        cpu_in_use: cpu_in_use(&spindle_config),
         accel: plan.accel,
         accel_reason: plan.accel_reason.clone(),
         qemu: crate::bench::qemu_version(),
@@ -798,6 +803,14 @@ pub fn run(plan: &NetBenchPlan) -> Result<NetBenchResult> {
         failures: render_failures(&boots),
         raw_dir,
     })
+}
+
+/// The `-cpu` value of `config`'s command line.
+fn cpu_in_use(config: &QemuConfig) -> String {
+    let args = config.args();
+    args.windows(2)
+        .find(|w| w[0] == "-cpu")
+        .map_or_else(|| "?".to_string(), |w| w[1].clone())
 }
 
 fn host_iperf3_version() -> String {
@@ -840,6 +853,10 @@ pub struct ReportContext {
     pub net: IperfNet,
     pub smp: u32,
     pub mem_mib: u64,
+    /// `--cpu` as given.
+    pub cpu: Option<String>,
+    /// The `-cpu` value on the command lines.
+    pub cpu_in_use: String,
     pub accel: Accel,
     pub accel_reason: String,
     pub qemu: String,
@@ -954,6 +971,12 @@ fn median_split<'a>(
     (out, Summary::of(&totals).map_or(0.0, |s| s.median))
 }
 
+/// `v` rounded to a whole number, never `-0`.
+pub fn whole(v: f64) -> String {
+    let text = format!("{v:.0}");
+    if text == "-0" { "0".to_string() } else { text }
+}
+
 fn join_split(split: &[(String, f64)]) -> String {
     split
         .iter()
@@ -1047,19 +1070,21 @@ pub fn render_section(ctx: &ReportContext, boots: &[BootRecord]) -> String {
     let both = systems.len() == 2;
     let mut t = String::from("## Network: Spindle against Linux (iperf3)\n\n");
     t.push_str(&format!(
-        "Measured {} by `cargo spindle bench net --runs {} --seconds {} --net {}{}{}`: {} boot{} per system, alternating, each serving one {} s host → guest and one {} s guest → host TCP test (1 stream); `-smp {}`, `-m {}M`, accelerator {}. Median [min–max], n = tests that produced a result; ratio = Spindle / Linux of the medians (above 1: Spindle faster for throughput, slower for boot).\n\n",
+        "Measured {} by `cargo spindle bench net --runs {} --seconds {} --net {}{}{}{}`: {} boot{} per system, alternating, each serving one {} s host → guest and one {} s guest → host TCP test (1 stream); `-smp {}`, `-m {}M`, `-cpu {}`, accelerator {}. Median [min–max], n = tests that produced a result; ratio = Spindle / Linux of the medians (above 1: Spindle faster for throughput, slower for boot).\n\n",
         ctx.date,
         ctx.runs,
         ctx.seconds,
         net_label(ctx.net),
         if ctx.smp != 1 { format!(" --smp {}", ctx.smp) } else { String::new() },
         if ctx.mem_mib != 512 { format!(" --mem {}M", ctx.mem_mib) } else { String::new() },
+        ctx.cpu.as_ref().map_or(String::new(), |c| format!(" --cpu {c}")),
         ctx.runs,
         if ctx.runs == 1 { "" } else { "s" },
         ctx.seconds,
         ctx.seconds,
         ctx.smp,
         ctx.mem_mib,
+        ctx.cpu_in_use,
         ctx.accel,
     ));
     t.push_str("| measure | Spindle | Linux | Spindle / Linux |\n|---|---|---|---|\n");
@@ -1122,11 +1147,11 @@ pub fn render_section(ctx: &ReportContext, boots: &[BootRecord]) -> String {
     let rows = cpu_rows(boots, &systems, ctx.smp);
     if !rows.is_empty() {
         t.push_str(&format!(
-            "\n### CPU during the tests\n\nHost side, % of one host core over the test's wall time (median of the tests): QEMU's threads (`CPU n/TCG` = vCPU, `qemu-system-x86` = the main loop: slirp or tap I/O and virtio-net's backend), the host's iperf3 (its own `host_total`), the rest of the host (all CPUs' busy time minus those two: other processes and kernel work charged to neither); host busy = % of all {} host CPUs.\n\n",
+            "\n### CPU during the tests\n\nHost side, % of one host core over the test's wall time (median of the tests): QEMU's threads (`CPU n/TCG` = vCPU, `qemu-system-x86` = the main loop: slirp or tap I/O and virtio-net's backend), the host's iperf3 (its own `host_total`), the rest of the host (all CPUs' busy time minus those two: other processes and kernel work charged to neither; a difference of separately sampled counters, good to about ±2); host busy = % of all {} host CPUs.\n\n",
             std::thread::available_parallelism().map_or(0, |n| n.get())
         ));
         t.push_str("| system | direction | n | QEMU threads | QEMU total | host iperf3 | rest of the host | host busy |\n|---|---|---|---|---|---|---|---|\n");
-        let pct = |v: Option<f64>| v.map_or("—".to_string(), |v| format!("{v:.0}"));
+        let pct = |v: Option<f64>| v.map_or("—".to_string(), whole);
         for r in &rows {
             t.push_str(&format!(
                 "| {} | {} | {} | {} | {:.0} | {} | {} | {} |\n",
@@ -1226,7 +1251,8 @@ fn where_line(r: &CpuRow, smp: u32) -> String {
         s.push_str(&format!("; the host was {b:.0} % busy"));
         if let (Some(i), Some(rest)) = (r.host_iperf3, r.host_rest) {
             s.push_str(&format!(
-                " (its iperf3 {i:.0} %, everything else {rest:.0} % of a core)"
+                " (its iperf3 {i:.0} %, everything else {} % of a core)",
+                whole(rest)
             ));
         }
     }
@@ -1434,6 +1460,13 @@ mod tests {
     }
 
     #[test]
+    fn whole_numbers_have_no_negative_zero() {
+        assert_eq!(whole(-0.3), "0");
+        assert_eq!(whole(-1.2), "-1");
+        assert_eq!(whole(2.6), "3");
+    }
+
+    #[test]
     fn iperf3_reports_both_ends_cpu() {
         let r =
             json!({"end": {"cpu_utilization_percent": {"host_total": 1.5, "remote_total": 60.0}}});
@@ -1503,6 +1536,8 @@ mod tests {
             net: IperfNet::User,
             smp: 1,
             mem_mib: 512,
+            cpu: None,
+            cpu_in_use: "max".into(),
             accel: Accel::Tcg,
             accel_reason: "forced".into(),
             qemu: "QEMU 7.2".into(),
@@ -1559,6 +1594,10 @@ mod tests {
             },
         ];
         let s = render_section(&context(), &boots);
+        assert!(
+            s.contains("`-smp 1`, `-m 512M`, `-cpu max`, accelerator tcg."),
+            "{s}"
+        );
         assert!(
             s.contains("| host → guest, Gbit/s | 2.000 [1.000–3.000], n=2 | 2.000 [2.000–2.000], n=1 (1 of 2 failed) | 1.00 |"),
             "{s}"

@@ -126,6 +126,10 @@ enum BenchCmd {
         mem: u64,
         #[arg(long, value_enum, default_value = "auto")]
         accel: AccelChoice,
+        /// QEMU's -cpu model for both guests (default: max under TCG,
+        /// host under KVM, as every runner command).
+        #[arg(long, value_name = "MODEL")]
+        cpu: Option<String>,
         /// Boot only this system (for debugging one side: no ratio, and
         /// BENCHMARKS.md is not written).
         #[arg(long, value_enum)]
@@ -467,6 +471,7 @@ fn dispatch(cmd: Cmd) -> Result<u8> {
                     smp,
                     mem,
                     accel,
+                    cpu,
                     only,
                     no_write,
                 },
@@ -477,6 +482,7 @@ fn dispatch(cmd: Cmd) -> Result<u8> {
             smp,
             mem,
             accel,
+            cpu,
             only,
             no_write,
         }),
@@ -772,6 +778,7 @@ struct NetArgs {
     smp: u32,
     mem: u64,
     accel: AccelChoice,
+    cpu: Option<String>,
     only: Option<NetSystemChoice>,
     no_write: bool,
 }
@@ -802,6 +809,7 @@ fn bench_net(a: NetArgs) -> Result<u8> {
         net: a.net.net(),
         smp: a.smp,
         mem_mib: a.mem,
+        cpu: a.cpu,
         systems,
     };
     let result = bench_net::run(&plan)?;

@@ -143,6 +143,8 @@ pub struct QemuConfig {
     pub machine: Machine,
     pub firmware: Firmware,
     pub accel: Accel,
+    /// `-cpu` model; `None`: `max` under TCG, `host` under KVM.
+    pub cpu: Option<String>,
     pub smp: u32,
     pub mem_mib: u64,
     pub append: Option<String>,
@@ -173,6 +175,7 @@ impl QemuConfig {
             machine: Machine::Q35,
             firmware: default_firmware(),
             accel: Accel::Tcg,
+            cpu: None,
             smp: 1,
             mem_mib: 128,
             append: None,
@@ -205,10 +208,12 @@ impl QemuConfig {
             Machine::Pc => "pc",
         };
         push(&["-machine", machine]);
-        match self.accel {
-            Accel::Kvm => push(&["-accel", "kvm", "-cpu", "host"]),
-            Accel::Tcg => push(&["-accel", "tcg", "-cpu", "max"]),
-        }
+        let (accel, default_cpu) = match self.accel {
+            Accel::Kvm => ("kvm", "host"),
+            Accel::Tcg => ("tcg", "max"),
+        };
+        let cpu = self.cpu.as_deref().unwrap_or(default_cpu);
+        push(&["-accel", accel, "-cpu", cpu]);
         if self.firmware == Firmware::Qboot {
             push(&["-bios", QBOOT_ROM]);
         }
@@ -362,6 +367,9 @@ mod tests {
         ));
         assert!(has_pair(&args, "-gdb", "tcp:127.0.0.1:1234"));
         assert!(args.iter().any(|a| a == "-S"));
+        c.cpu = Some("qemu64".into());
+        assert!(has_pair(&c.args(), "-cpu", "qemu64"));
+        assert_eq!(c.args().iter().filter(|a| *a == "-cpu").count(), 1);
     }
 
     #[test]
