@@ -1,6 +1,9 @@
 //! `cargo spindle`: the command-line front end of `spindle_runner`.
 
+mod bench_commands;
+
 use anyhow::{Context, Result, bail};
+use bench_commands::{NetArgs, bench_boot, bench_net, bench_sched, bench_syscalls};
 use clap::{Args, Parser, Subcommand};
 use spindle_runner::accel::{AccelChoice, decide_for_host};
 use spindle_runner::ctl::broker::{CoreSink, Notify, RunBroker};
@@ -640,7 +643,7 @@ fn iperf(a: &IperfArgs) -> Result<u8> {
     } else {
         Direction::HostToGuest
     };
-    spindle_runner::iperf_session::run(IperfPlan {
+    let result = spindle_runner::iperf_session::run(IperfPlan {
         test: HostTest {
             direction,
             seconds: a.seconds,
@@ -650,7 +653,13 @@ fn iperf(a: &IperfArgs) -> Result<u8> {
         config,
         image,
         json: a.json,
-    })
+    });
+    // Ctrl-C: everything is stopped and removed by now.
+    if result.is_err() && guest::interrupted() {
+        eprintln!("spindle: interrupted");
+        return Ok(130);
+    }
+    result
 }
 
 /// Copies QEMU's serial output to our stdout as it comes; returns all of
@@ -672,172 +681,6 @@ fn tee_to_stdout(mut serial: impl Read) -> String {
         log.extend(buf[..n].iter().copied().filter(|&b| b != b'\r'));
     }
     String::from_utf8_lossy(&log).into_owned()
-}
-
-fn bench_boot(
-    runs: u32,
-    machine: Option<Machine>,
-    firmware: Option<Firmware>,
-    debug: bool,
-    accel: AccelChoice,
-    no_write: bool,
-) -> Result<u8> {
-    let decision = decide_for_host(accel);
-    let profile = if debug {
-        Profile::Debug
-    } else {
-        Profile::Release
-    };
-    let kernel = build_kernel(profile).map_err(|e| {
-        eprintln!("spindle: {e:#}; timing the floor kernel only");
-        format!("{e:#}")
-            .lines()
-            .next()
-            .unwrap_or("build failed")
-            .to_string()
-    });
-    let mut variants = bench::default_variants();
-    if machine.is_some() || firmware.is_some() {
-        variants = vec![bench::Variant {
-            machine: machine.unwrap_or(Machine::Q35),
-            firmware: firmware.unwrap_or_else(spindle_runner::qemu::default_firmware),
-        }];
-    }
-    let plan = bench::BenchPlan {
-        runs: runs as usize,
-        variants,
-        accel: decision.accel,
-        accel_reason: decision.reason,
-        kernel,
-        profile_name: if debug { "debug" } else { "release" },
-        floor: floor::write_floor_kernel()?,
-    };
-    let report = bench::run(&plan)?;
-    println!("{report}");
-    if !no_write {
-        let path = spindle_runner::workspace_root().join("BENCHMARKS.md");
-        bench::update_benchmarks_md(&path, &report)?;
-        eprintln!("spindle: updated {}", path.display());
-    }
-    Ok(0)
-}
-
-fn bench_sched(runs: u32, smp: u32, debug: bool, accel: AccelChoice, no_write: bool) -> Result<u8> {
-    let decision = decide_for_host(accel);
-    let kernel = build_kernel(if debug {
-        Profile::Debug
-    } else {
-        Profile::Release
-    })?;
-    let plan = spindle_runner::bench_sched::SchedBenchPlan {
-        kernel,
-        accel: decision.accel,
-        accel_reason: decision.reason,
-        runs: runs as usize,
-        smp,
-    };
-    let report = spindle_runner::bench_sched::run(&plan)?;
-    publish(
-        &report,
-        no_write,
-        spindle_runner::bench_sched::update_benchmarks_md,
-    )
-}
-
-fn bench_syscalls(runs: u32, smp: u32, accel: AccelChoice, no_write: bool) -> Result<u8> {
-    let decision = decide_for_host(accel);
-    let kernel = build_kernel(Profile::Release)?;
-    let image = spindle_runner::bench_syscalls::build_sysbench_image()?;
-    let plan = spindle_runner::bench_syscalls::SyscallBenchPlan {
-        kernel,
-        image,
-        accel: decision.accel,
-        accel_reason: decision.reason,
-        runs: runs as usize,
-        smp,
-        mem_mib: 512,
-    };
-    let report = spindle_runner::bench_syscalls::run(&plan)?;
-    publish(
-        &report,
-        no_write,
-        spindle_runner::bench_syscalls::update_benchmarks_md,
-    )
-}
-
-struct NetArgs {
-    runs: u32,
-    seconds: u32,
-    net: IperfNetChoice,
-    smp: u32,
-    mem: u64,
-    accel: AccelChoice,
-    cpu: Option<String>,
-    only: Option<NetSystemChoice>,
-    no_write: bool,
-}
-
-fn bench_net(a: NetArgs) -> Result<u8> {
-    use spindle_runner::bench_net::{self, NetBenchPlan, System};
-    let decision = decide_for_host(a.accel);
-    eprintln!("spindle: accel {} ({})", decision.accel, decision.reason);
-    let systems = match a.only {
-        None => vec![System::Spindle, System::Linux],
-        Some(NetSystemChoice::Spindle) => vec![System::Spindle],
-        Some(NetSystemChoice::Linux) => vec![System::Linux],
-    };
-    let kernel = build_kernel(Profile::Release)?;
-    let image = if systems.contains(&System::Spindle) {
-        images::build_images()?;
-        Some(images::resolve_image("iperf")?.path)
-    } else {
-        None
-    };
-    let plan = NetBenchPlan {
-        kernel,
-        image,
-        accel: decision.accel,
-        accel_reason: decision.reason,
-        runs: a.runs as usize,
-        seconds: a.seconds,
-        net: a.net.net(),
-        smp: a.smp,
-        mem_mib: a.mem,
-        cpu: a.cpu,
-        systems,
-    };
-    let result = bench_net::run(&plan)?;
-    if !result.failures.is_empty() {
-        println!("Failures:\n{}", result.failures);
-    }
-    eprintln!(
-        "spindle: bench net: console logs and iperf3 reports in {}",
-        result.raw_dir.display()
-    );
-    if a.only.is_some() && !a.no_write {
-        eprintln!("spindle: bench net: --only: BENCHMARKS.md left alone");
-    }
-    publish(
-        &result.section,
-        a.no_write || a.only.is_some(),
-        bench_net::update_benchmarks_md,
-    )
-}
-
-/// Prints a benchmark report and, unless `no_write`, puts it into its
-/// section of BENCHMARKS.md with `update`.
-fn publish(
-    report: &str,
-    no_write: bool,
-    update: fn(&std::path::Path, &str) -> Result<()>,
-) -> Result<u8> {
-    println!("{report}");
-    if !no_write {
-        let path = spindle_runner::workspace_root().join("BENCHMARKS.md");
-        update(&path, report)?;
-        eprintln!("spindle: updated {}", path.display());
-    }
-    Ok(0)
 }
 
 #[cfg(test)]
@@ -867,6 +710,43 @@ mod tests {
         // The runner's own flags may also follow the command word.
         let a = ctl(&["lwps", "--json", "1"]).unwrap();
         assert!(a.json && a.args == ["1"]);
+    }
+
+    fn iperf_args(args: &[&str]) -> Result<IperfArgs, clap::Error> {
+        let argv = ["cargo-spindle", "iperf"].iter().chain(args);
+        match Cli::try_parse_from(argv)?.command {
+            Cmd::Iperf(a) => Ok(a),
+            _ => panic!("not iperf"),
+        }
+    }
+
+    #[test]
+    fn iperf_flags_have_defaults_and_limits() {
+        let a = iperf_args(&[]).unwrap();
+        assert_eq!((a.seconds, a.parallel, a.smp, a.mem), (10, 1, 1, 256));
+        assert!(!a.reverse && !a.bidir && !a.json && !a.debug);
+        assert_eq!(a.net, IperfNetChoice::User);
+        let a = iperf_args(&[
+            "--reverse",
+            "--parallel",
+            "4",
+            "--seconds",
+            "3",
+            "--net",
+            "tap",
+        ])
+        .unwrap();
+        assert!(a.reverse && a.parallel == 4 && a.seconds == 3 && a.net == IperfNetChoice::Tap);
+        for bad in [
+            &["--reverse", "--bidir"][..],
+            &["--parallel", "0"],
+            &["--parallel", "33"],
+            &["--seconds", "0"],
+            &["--net", "socket"],
+            &["--seconds", "ten"],
+        ] {
+            assert!(iperf_args(bad).is_err(), "{bad:?} accepted");
+        }
     }
 
     fn boot(args: &[&str]) -> Result<BootArgs, clap::Error> {

@@ -5,6 +5,7 @@
 //! failure-path trials check the very rules the kernel trials use.
 
 pub mod ctl;
+pub mod host;
 pub mod images;
 pub mod net;
 

@@ -17,6 +17,7 @@
 use spindle_runner::ctl::render::{render_lwps, render_rings};
 use spindle_runner::images::{ProcessEnd, parse_process_log};
 use spindle_tests::ctl::{ALL_HELD, Checks, Lwp, find, parse_lwps, parse_ps, prepare};
+use spindle_tests::host::HostImage;
 use spindle_tests::images::HEAP_SLACK_BYTES;
 use spindle_tests::net::frames::{
     GUEST_MAC, flood_frame, malformed_cleanup, malformed_frames, show_ip,
@@ -25,10 +26,9 @@ use spindle_tests::net::{
     ECHO_PORT, EchoEnd, EchoTransfer, HttpConnection, NetBoot, NetGuest, RX_WORKER, STALL,
     TX_WORKER, check_pattern, connect, http_get,
 };
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// The big echo: 100 MB out and the same 100 MB back on one connection.
@@ -769,63 +769,6 @@ fn net_malformed_frames_leave_the_guest_answering() -> Result<(), String> {
     })();
     checks.check("still up", r);
     checks.finish(&n.g)
-}
-
-/// A host process of an image, killed when dropped, its stdout as lines.
-struct HostImage {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl HostImage {
-    /// Runs image `name` natively with port 0 and reads its listening line;
-    /// returns the process and the port it took.
-    fn start(name: &str) -> Result<(HostImage, u16), String> {
-        prepare()?;
-        let path = spindle_runner::images::image_artifact(name);
-        let mut child = Command::new(&path)
-            .arg("0")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("running {}: {e}", path.display()))?;
-        let out = child.stdout.take().ok_or("no stdout")?;
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut me = HostImage { child, lines };
-        let prefix = format!("{name}: listening on 0.0.0.0:");
-        let line = me.wait(|l| l.starts_with(&prefix))?;
-        let port = line[prefix.len()..]
-            .parse()
-            .map_err(|_| format!("unreadable listening line {line:?}"))?;
-        Ok((me, port))
-    }
-
-    /// The next line `want` accepts (within 30 s).
-    fn wait(&mut self, want: impl Fn(&str) -> bool) -> Result<String, String> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(l) if want(&l) => return Ok(l),
-                Ok(_) => {}
-                Err(_) => return Err("the expected line did not come within 30 s".into()),
-            }
-        }
-    }
-}
-
-impl Drop for HostImage {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// The images and the clients agree on the host (no guest): `echo` run

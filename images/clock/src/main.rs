@@ -18,6 +18,12 @@
 //!   thread)/getppid/getuid/geteuid/getgid/getegid;
 //! - `sched_getaffinity` reports at least one CPU;
 //! - `prlimit64(0, RLIMIT_STACK, NULL, &old)` reports a current limit > 0.
+//! - CPU time: while a second thread spins for 200 ms the main thread
+//!   sleeps; then `getrusage(RUSAGE_SELF)` and CLOCK_PROCESS_CPUTIME_ID
+//!   show at least 50 ms (the spinner's time counts for the process), and
+//!   the main thread's own (`RUSAGE_THREAD`, CLOCK_THREAD_CPUTIME_ID) is
+//!   below the process's by at least 50 ms; `RUSAGE_CHILDREN` is zero; a
+//!   bad `who` is `EINVAL`, a bad pointer `EFAULT`.
 
 use image_support::{Checker, SysResult, show, sys};
 use std::time::Duration;
@@ -50,6 +56,7 @@ fn main() -> std::process::ExitCode {
     sleeps(&mut c);
     misc(&mut c);
     identity(&mut c);
+    cpu_time(&mut c);
     c.finish()
 }
 
@@ -311,4 +318,63 @@ fn limit(v: libc::rlim_t) -> String {
     } else {
         v.to_string()
     }
+}
+
+/// `getrusage(who)`: user + system time, or the errno.
+fn rusage(who: i32) -> Result<(Duration, libc::rusage), i32> {
+    // SAFETY: rusage is plain data; all zeroes is a valid value.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: the kernel writes one rusage.
+    unsafe {
+        sys(
+            libc::SYS_getrusage,
+            &[who as i64 as u64, &mut usage as *mut libc::rusage as u64],
+        )?
+    };
+    let time = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    Ok((time(usage.ru_utime) + time(usage.ru_stime), usage))
+}
+
+fn cpu_time(c: &mut Checker) {
+    let spin = Duration::from_millis(200);
+    let spinner = std::thread::spawn(move || {
+        let start = now(libc::CLOCK_MONOTONIC).unwrap_or_default();
+        let mut spins = 0u64;
+        while now(libc::CLOCK_MONOTONIC).unwrap_or_default() < start + spin && spins < 100_000_000 {
+            spins += 1;
+        }
+    });
+    let _ = spinner.join();
+    let least = Duration::from_millis(50);
+    let process = rusage(libc::RUSAGE_SELF);
+    let thread = rusage(libc::RUSAGE_THREAD);
+    c.check(
+        "getrusage_self_counts_every_thread",
+        matches!((process, thread), (Ok((p, _)), Ok((t, _))) if p >= least && p >= t + least),
+        format!(
+            "process {:?}, main thread {:?} (a thread spun {spin:?} while the main thread slept)",
+            process.map(|u| u.0),
+            thread.map(|u| u.0)
+        ),
+    );
+    let (pc, tc) = (
+        now(libc::CLOCK_PROCESS_CPUTIME_ID),
+        now(libc::CLOCK_THREAD_CPUTIME_ID),
+    );
+    c.check(
+        "cpu_time_clocks",
+        matches!((pc, tc), (Ok(p), Ok(t)) if p >= least && p >= t + least),
+        format!("CLOCK_PROCESS_CPUTIME_ID {pc:?}, CLOCK_THREAD_CPUTIME_ID {tc:?}"),
+    );
+    let children = rusage(libc::RUSAGE_CHILDREN);
+    c.check(
+        "getrusage_children",
+        matches!(children, Ok((d, _)) if d == Duration::ZERO),
+        format!("{:?}", children.map(|u| u.0)),
+    );
+    let r = rusage(7).map(|_| 0);
+    c.expect_errno("getrusage_bad_who", r, libc::EINVAL);
+    // SAFETY: a deliberately bad pointer: the kernel must refuse it.
+    let r = unsafe { sys(libc::SYS_getrusage, &[0, 0x10]) };
+    c.expect_errno("getrusage_bad_pointer", r, libc::EFAULT);
 }

@@ -107,8 +107,11 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         let (name, inline) =
             if let Some((n, v)) = word.split_once('=').filter(|_| word.starts_with("--")) {
                 (n, Some(v.to_string()))
-            } else if !word.starts_with("--") && word.len() > 2 && canonical(&word[..2]).is_some() {
-                (&word[..2], Some(word[2..].to_string()))
+            } else if let Some(short) = word
+                .get(..2)
+                .filter(|s| !word.starts_with("--") && word.len() > 2 && canonical(s).is_some())
+            {
+                (short, Some(word[2..].to_string()))
             } else {
                 (word, None)
             };
@@ -309,6 +312,8 @@ mod tests {
             "-c h -t 2 -t 3",
             "-c h -p 0",
             "-c h -J=1",
+            "-c h aé",
+            "é",
             "",
             "-t 2",
         ] {

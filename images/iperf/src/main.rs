@@ -99,7 +99,11 @@ mod stream;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    // Lossy: a word that is not UTF-8 becomes an unknown option, not a panic.
+    let args: Vec<String> = std::env::args_os()
+        .skip(1)
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
     match cli::parse(&args) {
         Ok(cli::Command::Help) => {
             print!("{}", cli::USAGE);

@@ -53,6 +53,7 @@ pub fn header(bidir: bool, retransmits: bool, cwnd: bool) -> &'static str {
 }
 
 /// What a table line is about: a stream (`[  5]`) or the sum (`[SUM]`).
+#[derive(Clone, Copy)]
 pub enum Who {
     Stream(i64),
     Sum,

@@ -335,7 +335,7 @@ fn dispatch_vector(frame: &mut TrapFrame) {
             if crate::cpu::current_index() == 0 {
                 time::on_tick();
             }
-            crate::sched::on_tick();
+            crate::sched::on_tick(frame.cs & 3 == 3);
             apic::end_of_interrupt();
             crate::sched::preempt_on_interrupt_exit();
         }

@@ -42,6 +42,9 @@ const WORKER_STACK_BYTES: usize = 64 << 10;
 pub const BAIL_BATCH: usize = 32;
 /// How long the TX worker waits for the device to finish its last frames.
 const FLUSH_NS: u64 = 200_000_000;
+/// At process exit, how long connections get to deliver what is queued
+/// and have their FIN acknowledged before they are reset.
+const CLOSE_GRACE_NS: u64 = 1_000_000_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RingState {
@@ -304,7 +307,64 @@ fn worker_main((context, mut queue): (WorkerContext, RingQueue)) {
         }
     }
     ring.set_state(RingState::Stop);
-    finish(context, queue);
+    finish(context, queue, me.process.is_exiting());
+}
+
+/// The TX side of `finish` at process exit: close every connection and
+/// send until they are done closing or `CLOSE_GRACE_NS` passes.
+fn close_for_exit(context: &WorkerContext, queue: &mut TxRing<KernelHal>) {
+    context.stack.lock().close_all_tcp_for_exit();
+    let deadline = time::now_ns() + CLOSE_GRACE_NS;
+    loop {
+        context.stack.poll();
+        let _ = queue.reclaim();
+        post_outgoing(&context.ring, queue, &context.stack, &context.device);
+        if !context.stack.lock().tcp_still_closing() || time::now_ns() >= deadline {
+            return;
+        }
+        sched::sleep_ns(1_000_000);
+    }
+}
+
+/// The TX side of `finish`: reset every connection and send the last
+/// frames, waiting (bounded) until the device has them all.
+fn flush_with_resets(context: &WorkerContext, queue: &mut TxRing<KernelHal>) {
+    context.stack.lock().abort_all_tcp();
+    context.stack.poll();
+    queue.set_interrupts(true);
+    let deadline = time::now_ns() + FLUSH_NS;
+    loop {
+        let _ = queue.reclaim();
+        post_outgoing(&context.ring, queue, &context.stack, &context.device);
+        let backlog = context.stack.with_frames(|frames| frames.outgoing());
+        if (queue.in_flight() == 0 && backlog == 0) || time::now_ns() >= deadline {
+            return;
+        }
+        sched::sleep_ns(1_000_000);
+    }
+}
+
+/// The RX side of `finish`: what has arrived goes to the stack (a batch
+/// at most), the buffers go back to the device.
+fn drain_received(context: &WorkerContext, queue: &mut RxRing<KernelHal>) -> Result<(), RingError> {
+    let mut batch: Vec<Vec<u8>> = Vec::new();
+    for _ in 0..BAIL_BATCH {
+        let harvested = queue.harvest_one(|received| {
+            if let Received::Frame(frame) = received
+                && super::check::check_frame(frame).is_ok()
+            {
+                batch.push(frame.to_vec());
+            }
+        })?;
+        if harvested.is_none() {
+            break;
+        }
+    }
+    if !batch.is_empty() {
+        deliver(context, &mut batch);
+    }
+    refill(&context.ring, queue, &context.device);
+    Ok(())
 }
 
 /// Waits in `INIT` for `START`; `false` when it must bail instead.
@@ -527,52 +587,50 @@ fn run_tx(
     }
 }
 
-/// Leaving `RUN`: the TX worker sends what the stack has left (resets for
-/// every connection when the process exits) and waits, bounded, for the
-/// device to finish; the device is then stopped (it must not touch the
-/// buffers that are about to be freed: RX buffers are only ever given back
-/// by a reset), the ring's buffers are freed, the state is `RESET`, and
-/// the worker exits.
-fn finish(context: WorkerContext, queue: RingQueue) {
+/// Leaving `RUN`: the TX worker sends what the stack has left and waits,
+/// bounded, for the device to finish; the device is then stopped (it must
+/// not touch the buffers that are about to be freed: RX buffers are only
+/// ever given back by a reset), the ring's buffers are freed, the state is
+/// `RESET`, and the worker exits. When the process exits, connections
+/// first close as Linux closes an exiting process's sockets (reset with
+/// unread data, else FIN after the queued data), for at most
+/// `CLOSE_GRACE_NS`, while the RX worker still hands the stack what
+/// arrives (the peers' ACKs and FINs); whatever is left is then reset.
+fn finish(context: WorkerContext, queue: RingQueue, exiting: bool) {
+    match queue {
+        RingQueue::Tx(mut queue) => {
+            if context.device.is_live() {
+                if exiting {
+                    close_for_exit(&context, &mut queue);
+                }
+                flush_with_resets(&context, &mut queue);
+            }
+            context.device.stop();
+            drop(queue);
+        }
+        RingQueue::Rx(mut queue) => {
+            // The TX worker's last frames go out before the device stops:
+            // it stops the device itself, then reaches RESET.
+            let deadline = time::now_ns() + CLOSE_GRACE_NS + FLUSH_NS * 2;
+            while context.peer.state() != RingState::Reset && time::now_ns() < deadline {
+                if context.device.is_live() && drain_received(&context, &mut queue).is_err() {
+                    context.peer.wait_for_state(RingState::Reset, FLUSH_NS * 2);
+                    break;
+                }
+                // The process is exiting: interruptible sleeps end at
+                // once, so this one is not.
+                sched::sleep_ns(1_000_000);
+            }
+            context.device.stop();
+            drop(queue);
+        }
+    }
     let WorkerContext {
         ring,
         device,
         stack,
         peer,
     } = context;
-    match queue {
-        RingQueue::Tx(mut queue) => {
-            if device.is_live() {
-                {
-                    let mut inner = stack.lock();
-                    inner.abort_all_tcp();
-                }
-                stack.poll();
-                queue.set_interrupts(true);
-                let deadline = time::now_ns() + FLUSH_NS;
-                loop {
-                    let _ = queue.reclaim();
-                    post_outgoing(&ring, &mut queue, &stack, &device);
-                    let backlog = stack.with_frames(|frames| frames.outgoing());
-                    if (queue.in_flight() == 0 && backlog == 0) || time::now_ns() >= deadline {
-                        break;
-                    }
-                    // The process is exiting: interruptible sleeps end at
-                    // once, so this one is not.
-                    sched::sleep_ns(1_000_000);
-                }
-            }
-            device.stop();
-            drop(queue);
-        }
-        RingQueue::Rx(queue) => {
-            // The TX worker's last frames go out before the device stops:
-            // it stops the device itself, then reaches RESET.
-            peer.wait_for_state(RingState::Reset, FLUSH_NS * 2);
-            device.stop();
-            drop(queue);
-        }
-    }
     // Everything shared goes before `RESET` is announced: whoever waits for
     // it may then drop the attachment and reopen the device at once.
     drop((device, stack, peer));

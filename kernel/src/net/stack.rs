@@ -219,6 +219,34 @@ impl StackInner {
         });
     }
 
+    /// The process is exiting: as Linux closes its sockets, a connection
+    /// with unread data is reset, every other one closed (a FIN after what
+    /// is queued), and listeners dropped.
+    pub fn close_all_tcp_for_exit(&mut self) {
+        for (_, socket) in self.sockets.iter_mut() {
+            if let smoltcp::socket::Socket::Tcp(tcp) = socket {
+                if tcp.recv_queue() > 0 || tcp.state() == tcp::State::Listen {
+                    tcp.abort();
+                } else {
+                    tcp.close();
+                }
+            }
+        }
+    }
+
+    /// Whether a TCP connection still has data or its FIN unacknowledged
+    /// (what `close_all_tcp_for_exit` waits for).
+    pub fn tcp_still_closing(&self) -> bool {
+        use tcp::State;
+        self.sockets.iter().any(|(_, socket)| match socket {
+            smoltcp::socket::Socket::Tcp(tcp) => !matches!(
+                tcp.state(),
+                State::Closed | State::Listen | State::FinWait2 | State::TimeWait
+            ),
+            _ => false,
+        })
+    }
+
     /// Aborts every TCP connection (peers get a reset on the next poll).
     pub fn abort_all_tcp(&mut self) {
         for (_, socket) in self.sockets.iter_mut() {

@@ -192,6 +192,8 @@ pub struct Lwp {
     user_snapshot: IrqSpinLock<Option<Box<crate::signal::UserSnapshot>>>,
     /// Ticks spent on a CPU.
     pub cpu_ticks: AtomicU64,
+    /// Of those, ticks that found it in user mode.
+    pub user_ticks: AtomicU64,
     /// Context switches into this LWP.
     pub switches: AtomicU64,
 }
@@ -257,6 +259,7 @@ impl Lwp {
             parked: AtomicBool::new(false),
             user_snapshot: IrqSpinLock::new(None),
             cpu_ticks: AtomicU64::new(0),
+            user_ticks: AtomicU64::new(0),
             switches: AtomicU64::new(0),
         }
     }

@@ -5,7 +5,10 @@
 //! the system-wide limits on processes and LWPs (`LIMITS`, atomics, set from
 //! the command line `kern.maxproc=`/`kern.maxlwp=` or by tests). A process
 //! has a pid, a name, state flags (`SYSTEM`, `EXITING`, `STOPPED`,
-//! `ZOMBIE`), its LWPs (the `lwps` lock, taken before any LWP's own locks),
+//! `ZOMBIE`), its LWPs (the `lwps` lock, taken before any LWP's own locks
+//! and before the leaves `vm` and `departed`: an exiting LWP of a user
+//! process leaves the list and joins `departed` in one step, so the LWP
+//! whose exit empties the list knows every other one is in `departed`),
 //! an LWP id allocator, a sleeping mutex `suspend_lock` (FreeBSD's process
 //! mutex for cooperative suspension) and its exit status.
 //!
@@ -80,6 +83,9 @@ pub struct Process {
     name: IrqSpinLock<String>,
     flags: AtomicU32,
     exit_times: IrqSpinLock<ExitTimes>,
+    /// CPU ticks (all, and in user mode) of its LWPs that have exited.
+    exited_ticks: AtomicU64,
+    exited_user_ticks: AtomicU64,
     lwps: IrqSpinLock<LwpList>,
     /// FreeBSD's process mutex, for `kthread_suspend` and friends.
     pub suspend_lock: Mutex<()>,
@@ -93,7 +99,8 @@ pub struct Process {
     /// Its LWPs that run in user mode.
     pub user_lwps: AtomicUsize,
     /// A user process's LWPs that have exited: its address space is torn
-    /// down only once they are all off their CPUs.
+    /// down only once they are all off their CPUs. Filled under the `lwps`
+    /// lock, in the same step that takes an LWP off the list.
     departed: IrqSpinLock<Vec<Arc<Lwp>>>,
     /// Dispositions and pending signals: the process's signal lock.
     pub signals: IrqSpinLock<crate::signal::ProcessSignals>,
@@ -154,6 +161,8 @@ impl Process {
             signals: IrqSpinLock::new(crate::signal::ProcessSignals::default()),
             stop: Mutex::new(crate::signal::stop::StopState::default()),
             exit_times: IrqSpinLock::new(ExitTimes::default()),
+            exited_ticks: AtomicU64::new(0),
+            exited_user_ticks: AtomicU64::new(0),
             stop_released: Condvar::new(),
             stop_parked: Condvar::new(),
             auxv: IrqSpinLock::new(Vec::new()),
@@ -246,14 +255,27 @@ impl Process {
         });
         if list.lwps.len() < before {
             LWP_COUNT.fetch_sub(1, Ordering::AcqRel);
+            self.exited_ticks
+                .fetch_add(lwp.cpu_ticks.load(Ordering::Relaxed), Ordering::Relaxed);
+            self.exited_user_ticks
+                .fetch_add(lwp.user_ticks.load(Ordering::Relaxed), Ordering::Relaxed);
         }
         let remaining = list.lwps.len();
+        // A user process's LWP moves to `departed` before the list lock is
+        // let go, so whoever removes the last LWP (and so ends the process)
+        // finds every earlier one there: the teardown, which takes
+        // `departed` once, misses none (a late push would keep an LWP it
+        // never waited for and, through its `process`, a cycle that is
+        // never freed).
+        let not_kept = match removed {
+            Some(removed) if self.vm.lock().is_some() => {
+                self.departed.lock().push(removed);
+                None
+            }
+            other => other,
+        };
         drop(list);
-        if let Some(removed) = removed
-            && self.vm.lock().is_some()
-        {
-            self.departed.lock().push(removed);
-        }
+        drop(not_kept);
         remaining
     }
 
@@ -318,6 +340,19 @@ impl Process {
     /// The LWPs, in creation order.
     pub fn lwps(&self) -> Vec<Arc<Lwp>> {
         self.lwps.lock().lwps.clone()
+    }
+
+    /// CPU ticks of all its LWPs, live and exited: (all, in user mode).
+    /// Kernel-only LWPs' ticks are all system time.
+    pub fn cpu_ticks(&self) -> (u64, u64) {
+        let list = self.lwps.lock();
+        let mut all = self.exited_ticks.load(Ordering::Relaxed);
+        let mut user = self.exited_user_ticks.load(Ordering::Relaxed);
+        for lwp in &list.lwps {
+            all += lwp.cpu_ticks.load(Ordering::Relaxed);
+            user += lwp.user_ticks.load(Ordering::Relaxed);
+        }
+        (all, user)
     }
 
     pub fn lwp_count(&self) -> usize {

@@ -600,9 +600,10 @@ pub fn preempt_on_interrupt_exit() {
     }
 }
 
-/// The tick's scheduling work on this CPU: accounting, timeshare decay,
-/// timeslices. The boot CPU also runs due callouts.
-pub fn on_tick() {
+/// The tick's scheduling work on this CPU: accounting (`in_user`: the
+/// tick interrupted user mode), timeshare decay, timeslices. The boot CPU
+/// also runs due callouts.
+pub fn on_tick(in_user: bool) {
     let index = cpu::current_index();
     if index == 0 {
         callout::run_due(time::now_ns());
@@ -615,6 +616,9 @@ pub fn on_tick() {
         return;
     };
     current.cpu_ticks.fetch_add(1, Ordering::Relaxed);
+    if in_user {
+        current.user_ticks.fetch_add(1, Ordering::Relaxed);
+    }
     if current.has_flag(flags::IDLE_LOOP) {
         return;
     }

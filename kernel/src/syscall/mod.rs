@@ -123,6 +123,7 @@ fn call(number: u64, args: &Args, frame: &mut TrapFrame) -> SysResult {
         79 => io::getcwd(a[0], a[1]),
         96 => time::gettimeofday(a[0], a[1]),
         97 => process::getrlimit(a[0], a[1]),
+        98 => time::getrusage(a[0], a[1]),
         102 | 104 | 107 | 108 => Ok(0), // getuid, getgid, geteuid, getegid
         110 => Ok(0),                   // getppid: no parent process
         127 => signal::rt_sigpending(a[0], a[1]),

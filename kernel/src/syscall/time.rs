@@ -1,5 +1,10 @@
 //! Clocks, sleeps and randomness: `clock_gettime`, `clock_getres`,
-//! `gettimeofday`, `nanosleep`, `clock_nanosleep`, `getrandom`.
+//! `gettimeofday`, `nanosleep`, `clock_nanosleep`, `getrandom`, and CPU
+//! time (`getrusage`; the CPU-time clocks).
+//!
+//! CPU time is counted in clock ticks: a tick charges the LWP it
+//! interrupts, as user time when it came from user mode. A process's time
+//! adds its exited LWPs' and its kernel-only workers' (system time).
 //!
 //! CLOCK_MONOTONIC (and _RAW, _COARSE, BOOTTIME) is the kernel's clock
 //! since boot; CLOCK_REALTIME adds the wall-clock time read from the CMOS
@@ -12,6 +17,7 @@ use crate::mm::usercopy::{copy_from_user, copy_to_user};
 use crate::proc::lwp::WakeReason;
 use crate::sync::{Condvar, Mutex};
 use crate::time;
+use core::sync::atomic::Ordering;
 
 const CLOCK_REALTIME: u64 = 0;
 const CLOCK_MONOTONIC: u64 = 1;
@@ -31,13 +37,53 @@ pub fn clock_now(clock: u64) -> Result<u64, Errno> {
         CLOCK_MONOTONIC | CLOCK_MONOTONIC_RAW | CLOCK_MONOTONIC_COARSE | CLOCK_BOOTTIME => {
             Ok(time::now_ns())
         }
-        CLOCK_PROCESS_CPUTIME_ID | CLOCK_THREAD_CPUTIME_ID => {
+        CLOCK_PROCESS_CPUTIME_ID => {
+            let (ticks, _) = crate::sched::current().process.cpu_ticks();
+            Ok(ticks_to_ns(ticks))
+        }
+        CLOCK_THREAD_CPUTIME_ID => {
             let lwp = crate::sched::current();
-            let ticks = lwp.cpu_ticks.load(core::sync::atomic::Ordering::Relaxed);
-            Ok(ticks * (NANOS / time::tick_hz().max(1)))
+            Ok(ticks_to_ns(lwp.cpu_ticks.load(Ordering::Relaxed)))
         }
         _ => Err(Errno::EINVAL),
     }
+}
+
+fn ticks_to_ns(ticks: u64) -> u64 {
+    ticks.saturating_mul(NANOS / time::tick_hz().max(1))
+}
+
+const RUSAGE_SELF: i64 = 0;
+const RUSAGE_CHILDREN: i64 = -1;
+const RUSAGE_THREAD: i64 = 1;
+/// `struct rusage`: two `timeval`s, then 14 longs.
+const RUSAGE_BYTES: usize = 144;
+
+/// `getrusage(who, usage)`: user and system time; the other fields are
+/// not kept and read 0. No child processes exist, so their usage is 0.
+pub fn getrusage(who: u64, address: u64) -> SysResult {
+    let me = crate::sched::current();
+    let (all, user) = match who as i64 {
+        RUSAGE_SELF => me.process.cpu_ticks(),
+        RUSAGE_THREAD => (
+            me.cpu_ticks.load(Ordering::Relaxed),
+            me.user_ticks.load(Ordering::Relaxed),
+        ),
+        RUSAGE_CHILDREN => (0, 0),
+        _ => return Err(Errno::EINVAL),
+    };
+    let mut bytes = [0u8; RUSAGE_BYTES];
+    let timeval = |ns: u64| {
+        let mut t = [0u8; 16];
+        t[..8].copy_from_slice(&(ns / NANOS).to_le_bytes());
+        t[8..].copy_from_slice(&((ns % NANOS) / 1000).to_le_bytes());
+        t
+    };
+    let user = user.min(all);
+    bytes[..16].copy_from_slice(&timeval(ticks_to_ns(user)));
+    bytes[16..32].copy_from_slice(&timeval(ticks_to_ns(all - user)));
+    copy_to_user(address, &bytes)?;
+    Ok(0)
 }
 
 fn write_timespec(address: u64, nanoseconds: u64) -> Result<(), Errno> {
