@@ -116,6 +116,9 @@ pub struct Ring {
     changed: Condvar,
     pub doorbell: Arc<Doorbell>,
     pub counters: Counters,
+    /// A TX ring only: set while its worker closes the connections of an
+    /// exiting process (the RX worker keeps receiving meanwhile).
+    closing: core::sync::atomic::AtomicBool,
 }
 
 /// A snapshot for `ctl rings`.
@@ -138,7 +141,16 @@ impl Ring {
             changed: Condvar::new(),
             doorbell,
             counters: Counters::default(),
+            closing: core::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// A TX ring whose worker has left `RUN` and is no longer closing
+    /// connections (so the device may stop any moment).
+    fn is_past_closing(&self) -> bool {
+        let state = self.state();
+        state == RingState::Reset
+            || (state == RingState::Stop && !self.closing.load(Ordering::Acquire))
     }
 
     pub fn view(&self) -> RingView {
@@ -306,8 +318,14 @@ fn worker_main((context, mut queue): (WorkerContext, RingQueue)) {
             break;
         }
     }
+    let exiting = me.process.is_exiting();
+    if exiting && matches!(queue, RingQueue::Tx(_)) {
+        // Before `STOP` shows: the RX worker must not take the gap for
+        // the end of the closing phase.
+        ring.closing.store(true, Ordering::Release);
+    }
     ring.set_state(RingState::Stop);
-    finish(context, queue, me.process.is_exiting());
+    finish(context, queue, exiting);
 }
 
 /// The TX side of `finish` at process exit: close every connection and
@@ -323,6 +341,16 @@ fn close_for_exit(context: &WorkerContext, queue: &mut TxRing<KernelHal>) {
             return;
         }
         sched::sleep_ns(1_000_000);
+    }
+}
+
+/// Ends a TX ring's closing phase (see `Ring::is_past_closing`).
+struct ClosingDone<'a>(&'a Ring);
+
+impl Drop for ClosingDone<'_> {
+    fn drop(&mut self) {
+        self.0.closing.store(false, Ordering::Release);
+        self.0.doorbell.ring();
     }
 }
 
@@ -599,28 +627,37 @@ fn run_tx(
 fn finish(context: WorkerContext, queue: RingQueue, exiting: bool) {
     match queue {
         RingQueue::Tx(mut queue) => {
-            if context.device.is_live() {
-                if exiting {
+            {
+                // `closing` was set before `STOP` was announced; the
+                // closing phase ends with this block.
+                let _done = ClosingDone(&context.ring);
+                if exiting && context.device.is_live() {
                     close_for_exit(&context, &mut queue);
                 }
+            }
+            if context.device.is_live() {
                 flush_with_resets(&context, &mut queue);
             }
             context.device.stop();
             drop(queue);
         }
         RingQueue::Rx(mut queue) => {
-            // The TX worker's last frames go out before the device stops:
-            // it stops the device itself, then reaches RESET.
-            let deadline = time::now_ns() + CLOSE_GRACE_NS + FLUSH_NS * 2;
-            while context.peer.state() != RingState::Reset && time::now_ns() < deadline {
-                if context.device.is_live() && drain_received(&context, &mut queue).is_err() {
-                    context.peer.wait_for_state(RingState::Reset, FLUSH_NS * 2);
+            // While the TX worker closes an exiting process's connections
+            // what arrives still reaches the stack; its last frames go out
+            // before the device stops: it stops the device itself, then
+            // reaches RESET. Only then does this side stop receiving.
+            let deadline = time::now_ns() + CLOSE_GRACE_NS;
+            while exiting && time::now_ns() < deadline && !context.peer.is_past_closing() {
+                if drain_received(&context, &mut queue).is_err() {
                     break;
                 }
                 // The process is exiting: interruptible sleeps end at
                 // once, so this one is not.
                 sched::sleep_ns(1_000_000);
             }
+            context
+                .peer
+                .wait_for_state(RingState::Reset, CLOSE_GRACE_NS + FLUSH_NS * 2);
             context.device.stop();
             drop(queue);
         }
