@@ -272,6 +272,7 @@ pub fn render_section(ctx: &ReportContext, boots: &[BootRecord]) -> String {
         cell(System::Linux, l, 3, None),
         if both { ratio_cell(s, l) } else { "—".into() }
     ));
+    t.push_str(&noise_line(boots));
 
     let failures: Vec<String> = boots
         .iter()
@@ -375,6 +376,35 @@ pub fn render_section(ctx: &ReportContext, boots: &[BootRecord]) -> String {
         ctx.spindle_command, ctx.linux_command
     ));
     t
+}
+
+/// Above this, other work on the host (% of one core) is called noise.
+pub const NOISE_PCT: f64 = 10.0;
+
+/// How much other work the host did during the tests.
+pub fn noise_line(boots: &[BootRecord]) -> String {
+    let rest: Vec<f64> = boots
+        .iter()
+        .flat_map(|b| &b.tests)
+        .filter_map(|t| t.outcome.as_ref().ok()?.host_rest_pct)
+        .collect();
+    if rest.is_empty() {
+        return String::new();
+    }
+    let noisy: Vec<f64> = rest.iter().copied().filter(|&r| r > NOISE_PCT).collect();
+    if noisy.is_empty() {
+        format!(
+            "\nHost noise: in all {} tests, work other than QEMU and the host's iperf3 took under {NOISE_PCT:.0} % of a host core.\n",
+            rest.len()
+        )
+    } else {
+        format!(
+            "\nHost noise: in {} of {} tests, work other than QEMU and the host's iperf3 took more than {NOISE_PCT:.0} % of a host core (up to {:.0} %); that work competed with QEMU for the host's CPUs, so those tests' figures may be low.\n",
+            noisy.len(),
+            rest.len(),
+            noisy.iter().copied().fold(0.0, f64::max)
+        )
+    }
 }
 
 fn first_line(s: &str) -> &str {

@@ -296,6 +296,11 @@ fn the_section_has_medians_ratios_failures_and_splits() {
         "{s}"
     );
 
+    // host_rest_pct is 15 in every measured test.
+    assert!(
+        s.contains("Host noise: in 5 of 5 tests, work other than QEMU and the host's iperf3 took more than 10 % of a host core (up to 15 %)"),
+        "{s}"
+    );
     let records = records_json(&boots);
     assert_eq!(
         records[2]["tests"][1]["outcome"]["error"]
