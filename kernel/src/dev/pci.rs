@@ -301,6 +301,9 @@ pub fn init(platform: &Platform) {
         );
     }
     bus.window = window.range();
+    // Every BAR has been sized: from now on probes are answered without
+    // turning decoding off (see `spindle_drivers::pci::BarSizing`).
+    hw::freeze_bar_sizes();
     log::info!(
         target: "pci",
         "pci: {} function(s) on bus 0 via {}, {:?} chipset, BAR window {:#x}..{:#x} ({:#x} used)",
@@ -531,6 +534,8 @@ crate::ktests! {
                 bar.index, bar.address, bar.size, window
             );
             assert_eq!(bar.address % bar.size.max(4096), 0, "BAR {} misaligned", bar.index);
+            // Sized again here, and answered from what boot learnt.
+            assert!(hw::bar_size_learnt(nic.function, bar.index), "BAR {} not learnt", bar.index);
         }
         assert!(memory > 0, "virtio-net has a memory BAR");
         let (_, command) = with_root(|root| root.get_status_command(nic.function));

@@ -43,6 +43,14 @@ fn process_with_kernel_workers(name: &str, count: usize) -> (Arc<Process>, Vec<A
         illumos::lwp_create_done(&worker).expect("start");
         workers.push(worker);
     }
+    // Each worker asleep in its wait before the caller looks (a loaded
+    // host can take longer than any fixed pause).
+    let asleep = crate::ktest::wait_until(5_000, || {
+        workers
+            .iter()
+            .all(|w| w.state() == crate::proc::lwp::LwpState::Sleeping)
+    });
+    assert!(asleep, "the workers did not reach their wait within 5 s");
     crate::sched::sleep_ns(10_000_000);
     (process, workers)
 }
