@@ -242,18 +242,22 @@ crate::ktests! {
     fn sleep_and_timeouts_race_across_cpus() {
         // A sleeper bound to each CPU waits with short timeouts while
         // wakers on other CPUs notify at random moments; timeouts and
-        // notifications race, and each sleep must end exactly once.
-        static ROUNDS: AtomicU64 = AtomicU64::new(0);
+        // notifications race, and each sleep must end exactly once. The
+        // race runs until every sleeper has ended ROUNDS_EACH sleeps (a
+        // loaded host may take many times longer than an idle one).
+        const ROUNDS_EACH: u64 = 50;
+        static ROUNDS: [AtomicU64; 16] = [const { AtomicU64::new(0) }; 16];
         static STOP: AtomicBool = AtomicBool::new(false);
         let lock = Arc::new(Mutex::new(()));
         let changed = Arc::new(Condvar::new());
         let mut threads = Vec::new();
-        for cpu in online_cpus() {
+        let cpus: Vec<usize> = online_cpus().take(16).collect();
+        for (index, cpu) in cpus.iter().copied().enumerate() {
             let (l, c) = (Arc::clone(&lock), Arc::clone(&changed));
             threads.push(Builder::new("racer").cpu(cpu).joinable().spawn(move || {
                 while !STOP.load(Ordering::SeqCst) {
                     let (_guard, _why) = c.wait_timeout(l.lock(), 1_000_000);
-                    ROUNDS.fetch_add(1, Ordering::SeqCst);
+                    ROUNDS[index].fetch_add(1, Ordering::SeqCst);
                 }
             }).expect("racer"));
             let c = Arc::clone(&changed);
@@ -267,13 +271,17 @@ crate::ktests! {
                 }
             }).expect("waker"));
         }
-        sleep_ns(1_000_000_000);
+        let racers = cpus.len().min(ROUNDS.len());
+        let all_raced = crate::ktest::wait_until(60_000, || {
+            ROUNDS[..racers].iter().all(|r| r.load(Ordering::SeqCst) >= ROUNDS_EACH)
+        });
         STOP.store(true, Ordering::SeqCst);
         changed.notify_all();
         for thread in &threads {
             kthread::join(thread).expect("join");
         }
-        assert!(ROUNDS.load(Ordering::SeqCst) > 100, "only {} sleeps ended", ROUNDS.load(Ordering::SeqCst));
+        let rounds: Vec<u64> = ROUNDS[..racers].iter().map(|r| r.load(Ordering::SeqCst)).collect();
+        assert!(all_raced, "a sleeper stopped ending its sleeps: rounds per CPU {rounds:?}");
         assert_eq!(changed.waiter_count(), 0, "stale waiter entries were left behind");
     }
 
