@@ -22,22 +22,30 @@ pub struct Stats {
     pub runs: usize,
 }
 
+/// (median, min, max, count) of `values`; `None` when empty. The median
+/// of an even count is the mean of the middle two.
+pub fn median_range(values: &[f64]) -> Option<(f64, f64, f64, usize)> {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    let median = match n {
+        0 => return None,
+        _ if n % 2 == 1 => v[n / 2],
+        _ => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    };
+    Some((median, v[0], v[n - 1], n))
+}
+
 impl Stats {
     /// `None` for an empty sample.
     pub fn of(samples: &[Duration]) -> Option<Stats> {
-        let mut ms: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1e3).collect();
-        ms.sort_by(f64::total_cmp);
-        let n = ms.len();
-        let median = match n {
-            0 => return None,
-            _ if n % 2 == 1 => ms[n / 2],
-            _ => (ms[n / 2 - 1] + ms[n / 2]) / 2.0,
-        };
+        let ms: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1e3).collect();
+        let (median, min, max, runs) = median_range(&ms)?;
         Some(Stats {
             median,
-            min: ms[0],
-            max: ms[n - 1],
-            runs: n,
+            min,
+            max,
+            runs,
         })
     }
 

@@ -170,18 +170,11 @@ impl Summary {
     /// `None` for an empty sample; the median of an even count is the
     /// mean of the middle two.
     pub fn of(values: &[f64]) -> Option<Summary> {
-        let mut v = values.to_vec();
-        v.sort_by(f64::total_cmp);
-        let n = v.len();
-        let median = match n {
-            0 => return None,
-            _ if n % 2 == 1 => v[n / 2],
-            _ => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-        };
+        let (median, min, max, n) = crate::bench::median_range(values)?;
         Some(Summary {
             median,
-            min: v[0],
-            max: v[n - 1],
+            min,
+            max,
             n,
         })
     }
