@@ -70,7 +70,8 @@ crate::ktests! {
         assert_eq!(process.lwp_count(), before + 2, "no second set of workers");
         drop((same, attachment));
         detach(&process).expect("detach");
-        assert!(workers(&process).is_empty(), "workers exited");
+        // RESET is each worker's last word; its LWP leaves right after.
+        assert!(crate::ktest::wait_until(5_000, || workers(&process).is_empty()), "workers exited");
         assert_eq!(process.lwp_count(), before);
         end(&process);
     }
