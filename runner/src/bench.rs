@@ -338,7 +338,12 @@ pub fn host_description() -> String {
 }
 
 pub fn qemu_version() -> String {
-    std::process::Command::new(crate::qemu::QEMU_BIN)
+    tool_version(crate::qemu::QEMU_BIN)
+}
+
+/// The first line `program --version` prints, or "unknown version".
+pub fn tool_version(program: &str) -> String {
+    std::process::Command::new(program)
         .arg("--version")
         .output()
         .ok()

@@ -791,7 +791,7 @@ pub fn run(plan: &NetBenchPlan) -> Result<NetBenchResult> {
         accel_reason: plan.accel_reason.clone(),
         qemu: crate::bench::qemu_version(),
         host: crate::bench::host_description(),
-        host_iperf3: host_iperf3_version(),
+        host_iperf3: crate::bench::tool_version("iperf3"),
         spindle_command: display_command(&spindle_config, &wiring),
         linux_command: display_command(&linux_config, &wiring),
     };
@@ -808,20 +808,6 @@ fn cpu_in_use(config: &QemuConfig) -> String {
     args.windows(2)
         .find(|w| w[0] == "-cpu")
         .map_or_else(|| "?".to_string(), |w| w[1].clone())
-}
-
-fn host_iperf3_version() -> String {
-    std::process::Command::new("iperf3")
-        .arg("--version")
-        .output()
-        .ok()
-        .and_then(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .next()
-                .map(str::to_string)
-        })
-        .unwrap_or_else(|| "unknown version".into())
 }
 
 /// The command line with paths relative to the workspace (and the
