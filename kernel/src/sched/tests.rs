@@ -348,10 +348,10 @@ crate::ktests! {
             crate::proc::trim_caches();
             crate::mm::stack::trim_caches();
         };
-        // Warm up: 200 threads at once, more than a batch of 100 ever has
+        // Warm up: 400 threads at once, far more than a batch of 100 ever has
         // alive, so the stack slots and their page tables reach their
         // working size; caches are trimmed before each reading.
-        let warm: Vec<_> = (0..200).map(|_| Builder::new("warm").joinable().spawn(|| {}).expect("spawn")).collect();
+        let warm: Vec<_> = (0..400).map(|_| Builder::new("warm").joinable().spawn(|| {}).expect("spawn")).collect();
         for lwp in &warm {
             kthread::join(lwp).expect("join");
         }
