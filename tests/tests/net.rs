@@ -118,9 +118,12 @@ fn net_echo_100mb_checksummed_with_workers_and_rings() -> Result<(), String> {
     let t = EchoTransfer::start(n.service()?, ECHO_BYTES, 0x5eed_0001, STALL)?;
     let mut checks = Checks::default();
     let flowing = t.wait_received(1_000_000, Duration::from_secs(120));
-    let r = flowing
-        .clone()
-        .and_then(|_| check_workers(&mut n, pid).map(drop));
+    let r = flowing.clone().and_then(|_| {
+        check_workers(&mut n, pid)?;
+        let table = render_lwps(&n.g.ok(&format!("lwps {pid}"))?);
+        println!("net echo: `ctl lwps {pid}` while the echo flows:\n{table}");
+        Ok(())
+    });
     checks.check("workers while traffic flows", r);
     let r = flowing.and_then(|_| check_rings_grow(&mut n, pid, &t));
     checks.check("rings run and count", r);
@@ -516,6 +519,54 @@ fn net_intx_on_the_pc_machine_echoes() -> Result<(), String> {
     Ok(())
 }
 
+/// `ctl stats` of an idle guest: free frames, heap bytes, LWPs, processes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Stats {
+    free_frames: u64,
+    heap_bytes: u64,
+    lwps: u64,
+    processes: u64,
+}
+
+fn stats(n: &mut NetGuest) -> Result<Stats, String> {
+    let v = n.g.ok("stats")?;
+    let field = |name: &str| {
+        v.get(name)
+            .and_then(|f| f.as_u64())
+            .ok_or_else(|| format!("stats reply without {name}: {v}"))
+    };
+    Ok(Stats {
+        free_frames: field("free_frames")?,
+        heap_bytes: field("heap_bytes")?,
+        lwps: field("lwps")?,
+        processes: field("processes")?,
+    })
+}
+
+/// `ctl stats` with run 2 listening against the same with the last run
+/// listening (both idle, the device attached, its workers asleep): the
+/// same frames, LWPs and processes, the heap within `HEAP_SLACK_BYTES`.
+/// Prints both, for the record.
+fn check_stats_back(what: &str, before: Stats, after: Stats) -> Result<(), String> {
+    println!("{what}: stats with run 2 listening {before:?}");
+    println!(
+        "{what}: stats with run {} listening {after:?}",
+        KILL_CYCLES + 1
+    );
+    let same = before.free_frames == after.free_frames
+        && before.lwps == after.lwps
+        && before.processes == after.processes
+        && before.heap_bytes.abs_diff(after.heap_bytes) <= HEAP_SLACK_BYTES;
+    if same {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what}: stats not back after {KILL_CYCLES} kill cycles: {before:?} before, \
+             {after:?} after"
+        ))
+    }
+}
+
 /// A kill cycle's failure message: which cycle, what, the console tail.
 fn cycle_failure(n: &NetGuest, cycle: u32, e: String) -> String {
     format!("cycle {} of {KILL_CYCLES}: {e}\n{}", cycle + 1, n.g.tail())
@@ -547,7 +598,11 @@ fn net_sigkill_mid_echo_respawns() -> Result<(), String> {
     };
     let (mut n, mut at, mut pid) = boot_listening(&b)?;
     let fail = cycle_failure;
+    let mut settled = None;
     for cycle in 0..KILL_CYCLES {
+        if cycle == 1 {
+            settled = Some(stats(&mut n).map_err(|e| fail(&n, cycle, e))?);
+        }
         let t = EchoTransfer::start(n.service()?, 1 << 40, u64::from(cycle), STALL)
             .map_err(|e| fail(&n, cycle, e))?;
         t.wait_received(KILL_AFTER_BYTES, Duration::from_secs(120))
@@ -567,6 +622,9 @@ fn net_sigkill_mid_echo_respawns() -> Result<(), String> {
         }
         (at, pid) = next_run(&mut n, at, pid).map_err(|e| fail(&n, cycle, e))?;
     }
+    let after = stats(&mut n)?;
+    let before = settled.ok_or("fewer than 2 cycles")?;
+    check_stats_back("echo", before, after).map_err(|e| format!("{e}\n{}", n.g.tail()))?;
     // The last run serves a whole echo.
     let t = EchoTransfer::start(n.service()?, 1_000_000, 99, STALL)?;
     t.join(ECHO_LIMIT)
@@ -587,7 +645,11 @@ fn net_sigkill_mid_download_respawns() -> Result<(), String> {
     };
     let (mut n, mut at, mut pid) = boot_listening(&b)?;
     let fail = cycle_failure;
+    let mut settled = None;
     for cycle in 0..KILL_CYCLES {
+        if cycle == 1 {
+            settled = Some(stats(&mut n).map_err(|e| fail(&n, cycle, e))?);
+        }
         let mut s = connect(n.service()?, STALL).map_err(|e| fail(&n, cycle, e))?;
         let req = format!("GET /bytes/{HUGE} HTTP/1.1\r\nHost: spindle\r\n\r\n");
         std::io::Write::write_all(&mut s, req.as_bytes())
@@ -636,6 +698,9 @@ fn net_sigkill_mid_download_respawns() -> Result<(), String> {
         client_ended(&end, got, HUGE).map_err(|e| fail(&n, cycle, e))?;
         (at, pid) = next_run(&mut n, at, pid).map_err(|e| fail(&n, cycle, e))?;
     }
+    let after = stats(&mut n)?;
+    let before = settled.ok_or("fewer than 2 cycles")?;
+    check_stats_back("download", before, after).map_err(|e| format!("{e}\n{}", n.g.tail()))?;
     let resp = http_get(n.service()?, "/bytes/100000")
         .map_err(|e| format!("after the cycles: {e}\n{}", n.g.tail()))?;
     if resp.status != 200 || resp.body.len() != 100_000 {
