@@ -528,7 +528,26 @@ struct Stats {
     processes: u64,
 }
 
-fn stats(n: &mut NetGuest) -> Result<Stats, String> {
+/// `ctl stats` once every user LWP of `pid` sleeps in a socket call (the
+/// image waits in `accept`): a process that has just printed its
+/// listening line may still touch a page or two on its way there.
+fn settled_stats(n: &mut NetGuest, pid: u64) -> Result<Stats, String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, lwps) = parse_lwps(&n.g.ok(&format!("lwps {pid}"))?)?;
+        let in_socket_call = |l: &Lwp| {
+            l.state == "sleeping" && l.wchan.as_deref().is_some_and(|w| w.contains("net/socket"))
+        };
+        if lwps.iter().filter(|l| !l.kernel_only).all(in_socket_call) {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "pid {pid}'s LWPs never all waited in a socket call: {lwps:?}"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let v = n.g.ok("stats")?;
     let field = |name: &str| {
         v.get(name)
@@ -601,7 +620,7 @@ fn net_sigkill_mid_echo_respawns() -> Result<(), String> {
     let mut settled = None;
     for cycle in 0..KILL_CYCLES {
         if cycle == 1 {
-            settled = Some(stats(&mut n).map_err(|e| fail(&n, cycle, e))?);
+            settled = Some(settled_stats(&mut n, pid).map_err(|e| fail(&n, cycle, e))?);
         }
         let t = EchoTransfer::start(n.service()?, 1 << 40, u64::from(cycle), STALL)
             .map_err(|e| fail(&n, cycle, e))?;
@@ -622,7 +641,7 @@ fn net_sigkill_mid_echo_respawns() -> Result<(), String> {
         }
         (at, pid) = next_run(&mut n, at, pid).map_err(|e| fail(&n, cycle, e))?;
     }
-    let after = stats(&mut n)?;
+    let after = settled_stats(&mut n, pid)?;
     let before = settled.ok_or("fewer than 2 cycles")?;
     check_stats_back("echo", before, after).map_err(|e| format!("{e}\n{}", n.g.tail()))?;
     // The last run serves a whole echo.
@@ -648,7 +667,7 @@ fn net_sigkill_mid_download_respawns() -> Result<(), String> {
     let mut settled = None;
     for cycle in 0..KILL_CYCLES {
         if cycle == 1 {
-            settled = Some(stats(&mut n).map_err(|e| fail(&n, cycle, e))?);
+            settled = Some(settled_stats(&mut n, pid).map_err(|e| fail(&n, cycle, e))?);
         }
         let mut s = connect(n.service()?, STALL).map_err(|e| fail(&n, cycle, e))?;
         let req = format!("GET /bytes/{HUGE} HTTP/1.1\r\nHost: spindle\r\n\r\n");
@@ -698,7 +717,7 @@ fn net_sigkill_mid_download_respawns() -> Result<(), String> {
         client_ended(&end, got, HUGE).map_err(|e| fail(&n, cycle, e))?;
         (at, pid) = next_run(&mut n, at, pid).map_err(|e| fail(&n, cycle, e))?;
     }
-    let after = stats(&mut n)?;
+    let after = settled_stats(&mut n, pid)?;
     let before = settled.ok_or("fewer than 2 cycles")?;
     check_stats_back("download", before, after).map_err(|e| format!("{e}\n{}", n.g.tail()))?;
     let resp = http_get(n.service()?, "/bytes/100000")

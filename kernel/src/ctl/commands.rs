@@ -376,10 +376,18 @@ fn rings(json: &mut JsonWriter) -> Result<(), String> {
     use crate::net::ring::request;
     json.begin_object().key("rings").begin_array();
     for process in proc::all() {
-        let Some(attachment) = process.net.lock().clone() else {
+        // The rings and the interrupt kind only, never the attachment: a
+        // clone of it would keep the device open past the process's
+        // teardown, and the next process's attach would find it busy.
+        let Some((rings, interrupts_via)) = process
+            .net
+            .lock()
+            .as_ref()
+            .map(|attachment| (attachment.rings.clone(), attachment.device.interrupt_kind()))
+        else {
             continue;
         };
-        for ring in &attachment.rings {
+        for ring in &rings {
             let view = ring.view();
             let mut requests = String::new();
             for (bit, name) in [
@@ -416,7 +424,7 @@ fn rings(json: &mut JsonWriter) -> Result<(), String> {
                 None => json.null(),
             };
             json.key("interrupts_via")
-                .string(attachment.device.interrupt_kind())
+                .string(interrupts_via)
                 .key("frames")
                 .unsigned(load(&counters.frames))
                 .key("bytes")

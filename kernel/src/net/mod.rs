@@ -5,8 +5,8 @@
 //! vectors; an `IrqSpinLock`), `IRQ_RINGS` (what the interrupt handlers
 //! wake; an `IrqSpinLock`, a leaf) and, per process, `Process::net` (a
 //! `Mutex`, taken before the stack and ring locks). Lock order: process
-//! `net` → socket → stack → ring → doorbell; the transport lock is a
-//! leaf.
+//! `net` → stack → socket state → ring → doorbell; the transport lock is
+//! a leaf.
 //!
 //! Life of an attachment (docs/network.md): created by the process's
 //! first network call (`attach`), which opens the device and inits both
@@ -14,7 +14,9 @@
 //! process's exit, which the workers notice by themselves: they flush,
 //! stop the device, free their rings and exit. The supervisor's teardown
 //! then drops the attachment (device reset, vectors released, stack and
-//! sockets freed).
+//! sockets freed). A ring reset while the process lives (a device error,
+//! `detach`) takes the whole attachment down: both rings reach `RESET`,
+//! the stack is marked down, and network calls fail with `ENETDOWN`.
 
 pub(crate) mod check;
 mod device;
@@ -90,6 +92,9 @@ fn parse_cidr(text: &str) -> Option<(smoltcp::wire::Ipv4Address, u8)> {
 pub fn attach(process: &Arc<Process>) -> Result<Arc<Attachment>, Errno> {
     let mut slot = process.net.lock();
     if let Some(attachment) = slot.as_ref() {
+        if attachment.stack.is_down() {
+            return Err(Errno::ENETDOWN);
+        }
         return Ok(Arc::clone(attachment));
     }
     if process.is_exiting() {

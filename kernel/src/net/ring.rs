@@ -239,20 +239,49 @@ pub enum RingQueue {
     Tx(Box<TxRing<KernelHal>>),
 }
 
+/// A ring's queue on its way to its worker. If the worker never takes it
+/// (its creation was refused), the device is stopped before the queue's
+/// memory goes back: a live device may still read and write it.
+struct Handover {
+    context: Option<WorkerContext>,
+    queue: Option<RingQueue>,
+}
+
+impl Handover {
+    fn take(mut self) -> Option<(WorkerContext, RingQueue)> {
+        Some((self.context.take()?, self.queue.take()?))
+    }
+}
+
+impl Drop for Handover {
+    fn drop(&mut self) {
+        if let (Some(context), Some(queue)) = (&self.context, self.queue.take()) {
+            context.device.stop();
+            drop(queue);
+        }
+    }
+}
+
 /// Ring init: requires `RESET` (else `EBUSY`), creates the worker inside
 /// `process` through the illumos interface (stopped, every signal held,
 /// kernel-only, named after the ring), sets `SETUP` and starts it. A
-/// refused creation leaves the ring in `RESET` with `ENOMEM`, or `EAGAIN`
-/// when the process is at its LWP limit.
+/// refused creation leaves the ring in `RESET` and fails with `EAGAIN`
+/// (the LWP limit, or no memory for the LWP), or `ESRCH` when the process
+/// is exiting; the device is then stopped (`Handover`), since the queue
+/// it was given is freed.
 pub fn init(process: &Arc<Process>, context: WorkerContext, queue: RingQueue) -> Result<(), Errno> {
     let ring = Arc::clone(&context.ring);
     let mut control = ring.control.lock();
     if control.state != RingState::Reset {
         return Err(Errno::EBUSY);
     }
+    let handover = Handover {
+        context: Some(context),
+        queue: Some(queue),
+    };
     let worker = illumos::lwp_create(
         worker_main,
-        (context, queue),
+        handover,
         WORKER_STACK_BYTES,
         process,
         illumos::TS_STOPPED,
@@ -262,7 +291,7 @@ pub fn init(process: &Arc<Process>, context: WorkerContext, queue: RingQueue) ->
         0,
     )
     .ok_or(if process.is_exiting() {
-        Errno::ENOMEM
+        Errno::ESRCH
     } else {
         Errno::EAGAIN
     })?;
@@ -281,7 +310,10 @@ pub fn init(process: &Arc<Process>, context: WorkerContext, queue: RingQueue) ->
     Ok(())
 }
 
-fn worker_main((context, mut queue): (WorkerContext, RingQueue)) {
+fn worker_main(handover: Handover) {
+    let Some((context, mut queue)) = handover.take() else {
+        return;
+    };
     let me = sched::current();
     let ring = Arc::clone(&context.ring);
     ring.set_state(RingState::Init);
@@ -336,7 +368,13 @@ fn close_for_exit(context: &WorkerContext, queue: &mut TxRing<KernelHal>) {
     loop {
         context.stack.poll();
         let _ = queue.reclaim();
-        post_outgoing(&context.ring, queue, &context.stack, &context.device);
+        post_outgoing(
+            &context.ring,
+            queue,
+            &context.stack,
+            &context.device,
+            usize::MAX,
+        );
         if !context.stack.lock().tcp_still_closing() || time::now_ns() >= deadline {
             return;
         }
@@ -363,7 +401,13 @@ fn flush_with_resets(context: &WorkerContext, queue: &mut TxRing<KernelHal>) {
     let deadline = time::now_ns() + FLUSH_NS;
     loop {
         let _ = queue.reclaim();
-        post_outgoing(&context.ring, queue, &context.stack, &context.device);
+        post_outgoing(
+            &context.ring,
+            queue,
+            &context.stack,
+            &context.device,
+            usize::MAX,
+        );
         let backlog = context.stack.with_frames(|frames| frames.outgoing());
         if (queue.in_flight() == 0 && backlog == 0) || time::now_ns() >= deadline {
             return;
@@ -522,20 +566,25 @@ fn deliver(context: &WorkerContext, batch: &mut Vec<Vec<u8>>) {
     }
 }
 
-/// Posts what the stack has queued, as far as the ring has room; returns
-/// how many frames went out.
+/// Posts what the stack has queued, at most `limit` frames and as far as
+/// the ring has room; returns how many frames went out. The frames the
+/// stack dropped for want of queue room count as this ring's drops.
 fn post_outgoing(
     ring: &Ring,
     queue: &mut TxRing<KernelHal>,
     stack: &Stack,
     device: &Device,
+    limit: usize,
 ) -> usize {
     let counters = &ring.counters;
     let mut posted = 0;
-    // One trip to the stack for as many frames as the ring has room for.
-    let mut frames = stack
-        .with_frames(|frames| frames.take_outgoing(queue.room()))
-        .into_iter();
+    // One trip to the stack for the whole batch.
+    let (frames, dropped) = stack.with_frames(|frames| {
+        let taken = frames.take_outgoing(queue.room().min(limit));
+        (taken, frames.take_tx_dropped())
+    });
+    add(&counters.drops, dropped);
+    let mut frames = frames.into_iter();
     for frame in frames.by_ref() {
         if frame.len() > virtio_net::MAX_FRAME {
             add(&counters.drops, 1);
@@ -570,28 +619,23 @@ fn run_tx(
     let counters = &ring.counters;
     queue.set_interrupts(false);
     loop {
-        // Each round posts at most a ring's worth: the bail check and the
-        // stop point come every round, busy or not.
+        // The bail check and the stop point come every round, busy or
+        // not, and after every batch of at most `BAIL_BATCH` frames.
         if ring.should_bail(process, false) {
             return Ok(());
         }
         stop_point_between_frames();
         queue.reclaim()?;
         let delay = context.stack.poll();
-        let mut sent = 0;
         loop {
-            let posted = post_outgoing(ring, queue, &context.stack, &context.device);
-            sent += posted;
+            let posted = post_outgoing(ring, queue, &context.stack, &context.device, BAIL_BATCH);
             if posted == 0 || !queue.has_room() {
                 break;
             }
-            if sent >= BAIL_BATCH {
-                if ring.should_bail(process, false) {
-                    return Ok(());
-                }
-                stop_point_between_frames();
-                sent = 0;
+            if ring.should_bail(process, false) {
+                return Ok(());
             }
+            stop_point_between_frames();
             queue.reclaim()?;
         }
         counters
@@ -625,6 +669,15 @@ fn run_tx(
 /// `CLOSE_GRACE_NS`, while the RX worker still hands the stack what
 /// arrives (the peers' ACKs and FINs); whatever is left is then reset.
 fn finish(context: WorkerContext, queue: RingQueue, exiting: bool) {
+    if !exiting {
+        // Outside an exit, a ring reset takes the attachment down: the
+        // device stops under both rings, so the other ring stops too, and
+        // socket calls waiting on the stack end with `ENETDOWN`.
+        if context.peer.state() != RingState::Reset {
+            context.peer.request(request::STOP);
+        }
+        context.stack.go_down();
+    }
     match queue {
         RingQueue::Tx(mut queue) => {
             {

@@ -1,12 +1,13 @@
 //! The network stack of one attachment: a smoltcp `Interface` and its
 //! `SocketSet`, and the frame queues between the stack and the rings.
 //!
-//! Owns `inner` (a sleeping `Mutex`, after the socket locks and before the
+//! Owns `inner` (a sleeping `Mutex`, before the socket-state locks and the
 //! ring locks) with the interface, the sockets, the received frames the
 //! RX worker queued (`rx`) and the frames the stack produced for the TX
 //! worker (`tx`), both bounded (excess is counted and dropped, as a full
 //! NIC queue drops). `progress` is notified whenever a poll may have
-//! changed a socket; socket calls sleep on it (`wait`). `kick` rings the
+//! changed a socket; socket calls sleep on it (`wait`), and `go_down` ends
+//! their sleeps for good with `ENETDOWN`. `kick` rings the
 //! doorbell of the worker that polls for socket calls (the TX worker, or
 //! the loopback poller). System calls never poll: only workers do.
 
@@ -14,6 +15,7 @@ use alloc::collections::VecDeque;
 use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use smoltcp::iface::{Config, Interface, PollResult, SocketHandle, SocketSet};
 use smoltcp::phy::{Device, DeviceCapabilities, Medium};
@@ -58,15 +60,15 @@ pub struct FrameQueues {
     tx: VecDeque<Vec<u8>>,
     /// Loopback: what the stack sends comes back in.
     loopback: bool,
-    pub rx_dropped: u64,
-    pub tx_dropped: u64,
+    /// Frames the stack sent while `tx` was full, not yet counted by the
+    /// TX ring (`take_tx_dropped`).
+    tx_dropped: u64,
 }
 
 impl FrameQueues {
     /// Queues a received frame for the stack; `false` if it was dropped.
     pub fn push_received(&mut self, frame: Vec<u8>) -> bool {
         if self.rx.len() >= QUEUE_LIMIT {
-            self.rx_dropped += 1;
             return false;
         }
         self.rx.push_back(frame);
@@ -84,6 +86,12 @@ impl FrameQueues {
         for frame in frames.into_iter().rev() {
             self.tx.push_front(frame);
         }
+    }
+
+    /// The frames dropped for want of room in the outgoing queue since
+    /// the last call (the TX ring counts them as its drops).
+    pub fn take_tx_dropped(&mut self) -> u64 {
+        core::mem::take(&mut self.tx_dropped)
     }
 
     pub fn outgoing(&self) -> usize {
@@ -267,6 +275,9 @@ impl StackInner {
 pub struct Stack {
     inner: Mutex<StackInner>,
     progress: Condvar,
+    /// Set (under `inner`) when the device went down under a live process
+    /// (a ring reset outside exit): waits end with `ENETDOWN`.
+    down: AtomicBool,
     /// The doorbell of the worker that polls for socket calls.
     poller: Arc<Doorbell>,
 }
@@ -323,6 +334,7 @@ impl Stack {
                 closing: Vec::new(),
             }),
             progress: Condvar::new(),
+            down: AtomicBool::new(false),
             poller,
         }
     }
@@ -336,15 +348,30 @@ impl Stack {
         self.poller.ring();
     }
 
+    /// The device is gone: no worker polls this stack any more.
+    pub fn go_down(&self) {
+        let _inner = self.inner.lock();
+        self.down.store(true, Ordering::Release);
+        self.progress.notify_all();
+    }
+
+    pub fn is_down(&self) -> bool {
+        self.down.load(Ordering::Acquire)
+    }
+
     /// Releases `guard`, sleeps interruptibly until a worker has polled
     /// the interface with a possible socket change, or `deadline_ns`
-    /// (monotonic) passes; relocks. `Err(ERESTARTSYS)` when interrupted.
+    /// (monotonic) passes; relocks. `Err(ERESTARTSYS)` when interrupted,
+    /// `Err(ENETDOWN)` when the stack is down (`go_down`).
     #[track_caller]
     pub fn wait<'a>(
         &self,
         guard: MutexGuard<'a, StackInner>,
         deadline_ns: Option<u64>,
     ) -> Result<MutexGuard<'a, StackInner>, Errno> {
+        if self.is_down() {
+            return Err(Errno::ENETDOWN);
+        }
         let (guard, why) = match deadline_ns {
             Some(deadline) => {
                 let left = deadline.saturating_sub(time::now_ns());
@@ -357,6 +384,9 @@ impl Stack {
         };
         if why == WakeReason::Interrupted {
             return Err(Errno::ERESTARTSYS);
+        }
+        if self.is_down() {
+            return Err(Errno::ENETDOWN);
         }
         Ok(guard)
     }

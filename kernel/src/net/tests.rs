@@ -86,6 +86,15 @@ crate::ktests! {
         assert!(ring.wait_for_state(RingState::Reset, 5 * SECOND_NS), "tx ring reset");
         assert_eq!(ring.view().requests, 0, "requests cleared on reset");
         assert!(ring.view().worker.is_none());
+        // The device stopped under both rings: the attachment is down as
+        // a whole, and socket waits and new network calls say so.
+        let rx = &attachment.rings[0];
+        assert!(rx.wait_for_state(RingState::Reset, 5 * SECOND_NS), "rx ring reset with it");
+        assert!(!attachment.device.is_live(), "device stopped");
+        let deadline = Some(crate::time::now_ns() + SECOND_NS);
+        let waited = attachment.stack.wait(attachment.stack.lock(), deadline);
+        assert_eq!(waited.err(), Some(crate::errno::Errno::ENETDOWN), "a socket wait ends");
+        assert_eq!(attach(&process).err(), Some(crate::errno::Errno::ENETDOWN));
         drop(attachment);
         detach(&process).expect("detach");
         end(&process);
@@ -154,19 +163,71 @@ crate::ktests! {
         assert!(after.2 <= before.2 + 4096, "heap grew from {} to {}", before.2, after.2);
     }
 
-    fn a_refused_worker_fails_the_init_and_leaves_reset() {
+    fn a_refused_worker_fails_the_attach_and_leaves_nothing_open() {
         let process = process_with_a_sleeper("viona-limit");
         let limits = &crate::proc::LIMITS;
         let saved = limits.max_lwps.load(Ordering::SeqCst);
-        // One more LWP fits: the TX worker; the RX worker is refused.
-        limits.max_lwps.store(crate::proc::lwp_count() + 1, Ordering::SeqCst);
-        let refused = attach(&process);
-        limits.max_lwps.store(saved, Ordering::SeqCst);
-        assert_eq!(refused.err(), Some(crate::errno::Errno::EAGAIN));
-        assert!(process.net.lock().is_none(), "no attachment kept");
-        assert!(crate::ktest::wait_until(5_000, || workers(&process).is_empty()), "the TX worker bailed");
+        // `attach` opens the device on an LWP of its own ("vnet0-open"),
+        // then inits TX, then RX. One more LWP: the TX worker is refused;
+        // two more: the TX worker is made and the RX worker refused.
+        for extra in [1, 2] {
+            limits.max_lwps.store(crate::proc::lwp_count() + extra, Ordering::SeqCst);
+            let refused = attach(&process);
+            limits.max_lwps.store(saved, Ordering::SeqCst);
+            assert_eq!(refused.err(), Some(crate::errno::Errno::EAGAIN), "{extra} more LWPs");
+            assert!(process.net.lock().is_none(), "no attachment kept");
+            assert!(crate::ktest::wait_until(5_000, || workers(&process).is_empty()), "no worker left");
+        }
         // Nothing is left half-open: the next attach works.
         let attachment = attach(&process).expect("attach after the limit");
+        assert!(crate::ktest::wait_until(5_000, || both_in(&attachment, RingState::Run)));
+        drop(attachment);
+        detach(&process).expect("detach");
+        end(&process);
+    }
+
+    fn a_refused_ring_init_stays_in_reset_and_stops_the_device() {
+        let process = process_with_a_sleeper("viona-refused-init");
+        // The device's open builds its queues by value: a large stack.
+        let outcome = Arc::new(Mutex::new(None));
+        let (slot, target) = (Arc::clone(&outcome), Arc::clone(&process));
+        let opener = crate::kthread::Builder::new("refused-init")
+            .stack_pages(64)
+            .joinable()
+            .spawn(move || {
+                let rx = Arc::new(ring::Ring::new("vnet0-rx0".into(), ring::RingKind::Rx, Arc::new(Doorbell::new())));
+                let tx = Arc::new(ring::Ring::new("vnet0-tx0".into(), ring::RingKind::Tx, Arc::new(Doorbell::new())));
+                let (device, queues) = device::open([Arc::clone(&rx), Arc::clone(&tx)]).expect("open");
+                let device = Arc::new(device);
+                let live_before = device.is_live();
+                let stack = Arc::new(Stack::ethernet(device.mac, Default::default(), Arc::clone(&tx.doorbell)));
+                let context = ring::WorkerContext {
+                    ring: Arc::clone(&tx),
+                    device: Arc::clone(&device),
+                    stack,
+                    peer: Arc::clone(&rx),
+                };
+                let limits = &crate::proc::LIMITS;
+                let saved = limits.max_lwps.load(Ordering::SeqCst);
+                limits.max_lwps.store(crate::proc::lwp_count(), Ordering::SeqCst);
+                let refused = ring::init(&target, context, ring::RingQueue::Tx(queues.tx));
+                limits.max_lwps.store(saved, Ordering::SeqCst);
+                let view = tx.view();
+                *slot.lock() = Some((refused.err(), view.state, view.worker, live_before, device.is_live()));
+                // The RX queue goes after the device: it was never handed out.
+                drop(device);
+                drop(queues.rx);
+            })
+            .expect("opener");
+        crate::kthread::join(&opener).expect("join");
+        let (error, state, worker, live_before, live_after) = outcome.lock().take().expect("outcome");
+        assert_eq!(error, Some(crate::errno::Errno::EAGAIN));
+        assert_eq!(state, RingState::Reset, "the ring stays in RESET");
+        assert!(worker.is_none(), "no worker recorded");
+        assert!(live_before && !live_after, "the device was stopped before the refused queue was freed");
+        assert!(workers(&process).is_empty());
+        // The device opens again.
+        let attachment = attach(&process).expect("attach after the refusal");
         assert!(crate::ktest::wait_until(5_000, || both_in(&attachment, RingState::Run)));
         drop(attachment);
         detach(&process).expect("detach");

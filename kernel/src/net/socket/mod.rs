@@ -447,6 +447,7 @@ impl Socket {
             }
             inner = match stack.wait(inner, deadline) {
                 Ok(inner) => inner,
+                Err(Errno::ENETDOWN) => return Err(Errno::ENETDOWN),
                 Err(_) => {
                     if kick {
                         stack.kick();
