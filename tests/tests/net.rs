@@ -562,17 +562,24 @@ fn settled_stats(n: &mut NetGuest, pid: u64) -> Result<Stats, String> {
     })
 }
 
+/// Free frames two live runs may differ by at the same point (listening,
+/// every user LWP in `accept`): a running process's page use varies by a
+/// page with timing (seen: one frame either way). The exact comparison is
+/// between runs, with no process, in `check_cycle_memory`; a frame leaked
+/// per cycle would show here as 99.
+const LIVE_FRAME_SLACK: u64 = 2;
+
 /// `ctl stats` with run 2 listening against the same with the last run
 /// listening (both idle, the device attached, its workers asleep): the
-/// same frames, LWPs and processes, the heap within `HEAP_SLACK_BYTES`.
-/// Prints both, for the record.
+/// same LWPs and processes, frames within `LIVE_FRAME_SLACK`, the heap
+/// within `HEAP_SLACK_BYTES`. Prints both, for the record.
 fn check_stats_back(what: &str, before: Stats, after: Stats) -> Result<(), String> {
     println!("{what}: stats with run 2 listening {before:?}");
     println!(
         "{what}: stats with run {} listening {after:?}",
         KILL_CYCLES + 1
     );
-    let same = before.free_frames == after.free_frames
+    let same = before.free_frames.abs_diff(after.free_frames) <= LIVE_FRAME_SLACK
         && before.lwps == after.lwps
         && before.processes == after.processes
         && before.heap_bytes.abs_diff(after.heap_bytes) <= HEAP_SLACK_BYTES;
