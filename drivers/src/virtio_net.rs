@@ -54,6 +54,8 @@ pub enum OpenError {
     Queue(virtio_drivers::Error),
     /// No DMA memory for the buffers.
     NoMemory,
+    /// The caller could not give a queue its interrupt vector.
+    Vector(u16),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,12 +123,15 @@ pub struct NetQueues<H: Hal> {
     pub tx: Box<TxRing<H>>,
 }
 
-/// Resets the device, negotiates, and sets up both virtqueues. The device
-/// is not live yet: the caller sets interrupt vectors and then calls
-/// `transport.finish_init()` (DRIVER_OK). The rings are boxed: each holds
-/// several KiB of descriptor bookkeeping.
+/// Resets the device, negotiates, and sets up both virtqueues. Before a
+/// queue is enabled, `assign_vector(queue)` gives it its interrupt vector
+/// (virtio 1.x, 4.1.5.1.3: the vector is set while the queue is being
+/// configured; `false` fails the open). The device is not live yet: the
+/// caller then calls `transport.finish_init()` (DRIVER_OK). The rings are
+/// boxed: each holds several KiB of descriptor bookkeeping.
 pub fn open<H: Hal, T: Transport>(
     transport: &mut T,
+    mut assign_vector: impl FnMut(u16) -> bool,
 ) -> Result<(NetIdentity, NetQueues<H>), OpenError> {
     let features = transport.begin_init(NetFeatures::MAC | NetFeatures::VERSION_1);
     if !features.contains(NetFeatures::VERSION_1) {
@@ -140,8 +145,14 @@ pub fn open<H: Hal, T: Transport>(
     } else {
         mac = [0x52, 0x54, 0x00, 0x53, 0x50, 0x4e];
     }
-    let rx_queue = VirtQueue::new(transport, RX_QUEUE, false, false).map_err(OpenError::Queue)?;
-    let tx_queue = VirtQueue::new(transport, TX_QUEUE, false, false).map_err(OpenError::Queue)?;
+    let mut queue = |index: u16| {
+        if !assign_vector(index) {
+            return Err(OpenError::Vector(index));
+        }
+        VirtQueue::new(transport, index, false, false).map_err(OpenError::Queue)
+    };
+    let rx_queue = queue(RX_QUEUE)?;
+    let tx_queue = queue(TX_QUEUE)?;
     let rx_pool = SlotPool::new().ok_or(OpenError::NoMemory)?;
     let tx_pool = SlotPool::new().ok_or(OpenError::NoMemory)?;
     let rx = Box::new(RxRing {

@@ -251,25 +251,33 @@ fn open_locked(nic: Nic, rings: [Arc<Ring>; 2]) -> Result<(Device, NetQueues<Ker
             setup_intx(function, registers.isr)?
         }
     };
-    let (identity, queues) = match virtio_net::open::<KernelHal, _>(&mut transport) {
+    let msix = matches!(interrupts, Interrupts::Msix(_));
+    // MSI-X table entry 0 for RX, 1 for TX, none for configuration
+    // changes; each queue's before it is enabled.
+    let assign_vector = |queue: u16| {
+        if !msix {
+            return true;
+        }
+        if queue == virtio_net::RX_QUEUE {
+            let common = crate::mm::phys_to_virt(registers.common);
+            hal::mmio_write_u16(common + COMMON_MSIX_CONFIG, NO_VECTOR);
+        }
+        let entry = if queue == virtio_net::RX_QUEUE { 0 } else { 1 };
+        set_queue_vector(registers.common, queue, entry)
+    };
+    let (identity, queues) = match virtio_net::open::<KernelHal, _>(&mut transport, assign_vector) {
         Ok(opened) => opened,
+        Err(virtio_net::OpenError::Vector(queue)) => {
+            log::warn!("net: the device refused the MSI-X vector of queue {queue}");
+            release_interrupts(function, &interrupts);
+            return Err(Errno::EIO);
+        }
         Err(error) => {
             log::warn!("net: virtio-net negotiation failed: {error:?}");
             release_interrupts(function, &interrupts);
             return Err(Errno::EIO);
         }
     };
-    if let Interrupts::Msix(_) = interrupts {
-        let common = crate::mm::phys_to_virt(registers.common);
-        hal::mmio_write_u16(common + COMMON_MSIX_CONFIG, NO_VECTOR);
-        let rx_ok = set_queue_vector(registers.common, virtio_net::RX_QUEUE, 0);
-        let tx_ok = set_queue_vector(registers.common, virtio_net::TX_QUEUE, 1);
-        if !(rx_ok && tx_ok) {
-            log::warn!("net: the device refused its MSI-X vectors");
-            release_interrupts(function, &interrupts);
-            return Err(Errno::EIO);
-        }
-    }
     transport.finish_init();
     static ANNOUNCED: AtomicBool = AtomicBool::new(false);
     let level = if ANNOUNCED.swap(true, Ordering::Relaxed) {
