@@ -52,7 +52,7 @@ fn names(c: &mut Checker, env: &Env, client: i64, server: i64) {
     c.check(
         "getpeername_short_buffer_truncates",
         short.is_ok_and(|(a, l)| l == 16 && a[..4] == env.peer[..4] && a[4..] == [0; 12]),
-        format!("{:?}", short.map(|(a, l)| (a, l))),
+        format!("{short:?}"),
     );
 }
 

@@ -311,17 +311,14 @@ pub fn fcntl(fd: i64, cmd: i32, arg: i64) -> SysResult {
     unsafe { sys(libc::SYS_fcntl, &[fd as u64, cmd as u64, arg as u64]) }
 }
 
+/// `FIONREAD` on x86_64 (libc's type for it differs between targets).
+const FIONREAD: u64 = 0x541B;
+
 /// `ioctl(FIONREAD)`: bytes ready to read.
 pub fn fionread(fd: i64) -> SysResult {
     let mut n: i32 = -1;
     // SAFETY: FIONREAD writes one int.
-    unsafe {
-        sys(
-            libc::SYS_ioctl,
-            &[fd as u64, libc::FIONREAD as u64, pm(&mut n)],
-        )
-    }
-    .map(|_| n as i64)
+    unsafe { sys(libc::SYS_ioctl, &[fd as u64, FIONREAD, pm(&mut n)]) }.map(|_| n as i64)
 }
 
 /// `poll` of one descriptor for `events`: the count and `revents`.
