@@ -131,8 +131,14 @@ fn netcalls_pass_in_spindle_as_natively() {
         "checks that passed natively did not run in Spindle: {missing:?}\n{}",
         describe(&r.guest)
     );
+    let took = r
+        .process
+        .output
+        .lines()
+        .find(|l| l.starts_with("netcalls: checks took"))
+        .unwrap_or("");
     eprintln!(
-        "netcalls: {} checks passed in Spindle, {} natively",
+        "netcalls: {} checks passed in Spindle ({took}), {} natively",
         in_spindle.len(),
         on_linux.len()
     );
