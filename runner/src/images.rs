@@ -110,6 +110,11 @@ pub const IMAGES: &[ImageInfo] = &[
         about: "iperf3-compatible server and client (`iperf -s`, `iperf -c HOST`; port 5201)",
     },
     ImageInfo {
+        name: "netcalls",
+        kind: ImageKind::Rust,
+        about: "socket system calls one by one: errno, vectored I/O, SIGPIPE, readiness, EINTR",
+    },
+    ImageInfo {
         name: "chello",
         kind: ImageKind::C,
         about: "C with musl-gcc -static: printf, argv, one pthread",

@@ -364,7 +364,7 @@ impl ProcessSignals {
 #[derive(Debug, Default)]
 pub struct LwpSignals {
     pub pending: Pending,
-    /// The mask to put back after `rt_sigsuspend`/`rt_sigtimedwait`.
+    /// The mask to put back after a temporary one (`set_temporary_mask`).
     pub saved_mask: Option<SignalSet>,
     /// An interrupted sleep's absolute deadline and `rem` pointer, for
     /// `restart_syscall`.
@@ -437,14 +437,42 @@ fn with_lwp_signals<R>(lwp: &Lwp, f: impl FnOnce(&mut LwpSignals) -> R) -> R {
     f(&mut lwp.signals.lock())
 }
 
-/// Records the mask `rt_sigsuspend` replaced, put back once a handler's
+/// Records the mask a temporary mask replaced, put back once a handler's
 /// frame has saved it or no handler ran.
-pub fn set_saved_mask(lwp: &Lwp, mask: SignalSet) {
+fn set_saved_mask(lwp: &Lwp, mask: SignalSet) {
     with_lwp_signals(lwp, |own| own.saved_mask = Some(mask));
 }
 
 fn take_saved_mask(lwp: &Lwp) -> Option<SignalSet> {
     with_lwp_signals(lwp, |own| own.saved_mask.take())
+}
+
+/// Puts `mask` in force for the rest of the calling LWP's system call
+/// (Linux `set_user_sigmask`: `rt_sigsuspend`, `ppoll`, `pselect6`,
+/// `epoll_pwait`), keeping the mask it replaces as the saved mask. The
+/// call ends with [`restore_saved_mask_unless`]; a signal taken on the
+/// way out saves the old mask in its frame (`rt_sigreturn` puts it
+/// back), and with no handler the way out puts it back at once.
+pub fn set_temporary_mask(lwp: &Arc<Lwp>, mask: SignalSet) {
+    set_saved_mask(lwp, lwp.hold_mask());
+    lwp.set_hold_mask(SignalSet(mask.0 & !UNBLOCKABLE.0));
+    deliver::mask_changed(lwp);
+}
+
+/// Linux `restore_saved_sigmask_unless(interrupted)`: a call that was not
+/// ended by a signal puts the saved mask back now (a signal it unblocked
+/// stays pending, held again); an interrupted one leaves it for the way
+/// back to user mode, so the handler runs under the temporary mask and
+/// the old one returns only after it. Without an interruption pending
+/// the way back would not look, so the mask is put back here too.
+pub fn restore_saved_mask_unless(lwp: &Arc<Lwp>, interrupted: bool) {
+    if interrupted && lwp.interrupt_pending() {
+        return;
+    }
+    if let Some(mask) = take_saved_mask(lwp) {
+        lwp.set_hold_mask(mask);
+        deliver::mask_changed(lwp);
+    }
 }
 
 /// Records where an interrupted sleep should end when `restart_syscall`

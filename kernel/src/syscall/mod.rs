@@ -147,16 +147,17 @@ fn call(number: u64, args: &Args, frame: &mut TrapFrame) -> SysResult {
         232 => poll::epoll_wait(a[0], a[1], a[2], a[3]),
         233 => poll::epoll_ctl(a[0], a[1], a[2], a[3]),
         234 => signal::tgkill(a[0], a[1], a[2]),
-        270 => poll::pselect6(a[0], a[1], a[2], a[3], a[4]),
-        271 => poll::ppoll(a[0], a[1], a[2]),
+        270 => poll::pselect6(a[0], a[1], a[2], a[3], a[4], a[5]),
+        271 => poll::ppoll(a[0], a[1], a[2], a[3], a[4]),
         273 => process::set_robust_list(a[0], a[1]),
-        281 => poll::epoll_wait(a[0], a[1], a[2], a[3]), // epoll_pwait: mask not applied
+        281 => poll::epoll_pwait(a[0], a[1], a[2], a[3], a[4], a[5]),
         288 => net::accept4(a[0], a[1], a[2], a[3]),
         291 => poll::epoll_create1(a[0]),
         292 => io::dup3(a[0], a[1], a[2]),
         302 => process::prlimit64(a[0], a[1], a[2], a[3]),
         309 => process::getcpu(a[0], a[1]),
         318 => time::getrandom(a[0], a[1], a[2]),
+        441 => poll::epoll_pwait2(a[0], a[1], a[2], a[3], a[4], a[5]),
         _ => {
             log_unimplemented(number);
             Err(Errno::ENOSYS)

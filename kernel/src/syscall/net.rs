@@ -20,8 +20,8 @@ use crate::mm::usercopy::{
     check_range, copy_from_user, copy_to_user, read_u32, read_u64, write_u32,
 };
 use crate::net::socket::{
-    AF_INET, Kind, MSG_NOSIGNAL, MSG_TRUNC, SOCK_CLOEXEC, SOCK_DGRAM, SOCK_NONBLOCK, SOCK_STREAM,
-    SOCKADDR_IN_SIZE, SockAddr, Socket, StackRef,
+    AF_INET, AF_UNSPEC, Kind, MSG_NOSIGNAL, MSG_TRUNC, SOCK_CLOEXEC, SOCK_DGRAM, SOCK_NONBLOCK,
+    SOCK_STREAM, SOCKADDR_IN_SIZE, SockAddr, Socket, StackRef,
 };
 use crate::sched;
 
@@ -42,8 +42,13 @@ fn socket_of(fd: u64) -> Result<(Arc<File>, Arc<Socket>), Errno> {
     Ok((file, socket))
 }
 
-/// Reads a `struct sockaddr_in` of `length` bytes.
-fn read_sockaddr(address: u64, length: u64) -> Result<SockAddr, Errno> {
+/// A user `struct sockaddr` of `length` bytes: its first bytes (up to a
+/// `sockaddr_in`'s 16) and how many. `EINVAL` for a length outside
+/// 0..=128 (`sockaddr_storage`), `EFAULT` if unreadable.
+fn read_sockaddr_bytes(
+    address: u64,
+    length: u64,
+) -> Result<([u8; SOCKADDR_IN_SIZE], usize), Errno> {
     let length = length as i32;
     if !(0..=128).contains(&length) {
         return Err(Errno::EINVAL);
@@ -51,7 +56,14 @@ fn read_sockaddr(address: u64, length: u64) -> Result<SockAddr, Errno> {
     let mut bytes = [0u8; SOCKADDR_IN_SIZE];
     let length = (length as usize).min(SOCKADDR_IN_SIZE);
     copy_from_user(&mut bytes[..length], address)?;
-    SockAddr::parse(&bytes[..length])
+    Ok((bytes, length))
+}
+
+/// Reads a `struct sockaddr_in` of `length` bytes (AF_UNSPEC accepted
+/// when `unspec`, as Linux's UDP `sendmsg` does).
+fn read_sockaddr(address: u64, length: u64, unspec: bool) -> Result<SockAddr, Errno> {
+    let (bytes, length) = read_sockaddr_bytes(address, length)?;
+    SockAddr::parse(&bytes[..length], unspec)
 }
 
 /// Writes `address` to a user buffer of `*length_ptr` bytes (truncated,
@@ -79,16 +91,29 @@ fn pipe_signal<T>(result: Result<T, Errno>, flags: u32) -> Result<T, Errno> {
     result
 }
 
+/// Linux's `NPROTO` (address families) and `SOCK_MAX` (socket types).
+const NPROTO: u64 = 46;
+const SOCK_MAX: u32 = 11;
+
+/// `socket`, checked in Linux's order: flags, family range, type range,
+/// then what the family supports.
 pub fn socket(domain: u64, kind: u64, protocol: u64) -> SysResult {
-    match domain {
-        d if d == u64::from(AF_INET) => {}
-        AF_UNIX | AF_INET6 => return Err(Errno::EAFNOSUPPORT),
-        _ => return Err(Errno::EAFNOSUPPORT),
-    }
     let kind = kind as u32;
     let flags = kind & !0xf;
     if flags & !(SOCK_NONBLOCK | SOCK_CLOEXEC) != 0 {
         return Err(Errno::EINVAL);
+    }
+    let domain = domain as i32 as i64;
+    if !(0..NPROTO as i64).contains(&domain) {
+        return Err(Errno::EAFNOSUPPORT);
+    }
+    if kind & 0xf >= SOCK_MAX {
+        return Err(Errno::EINVAL);
+    }
+    match domain as u64 {
+        d if d == u64::from(AF_INET) => {}
+        AF_UNIX | AF_INET6 => return Err(Errno::EAFNOSUPPORT),
+        _ => return Err(Errno::EAFNOSUPPORT),
     }
     let kind = match (kind & 0xf, protocol) {
         (SOCK_STREAM, 0 | IPPROTO_TCP) => Kind::Tcp,
@@ -113,9 +138,16 @@ pub fn socketpair(_domain: u64, _kind: u64, _protocol: u64, _pair: u64) -> SysRe
     Err(Errno::EOPNOTSUPP)
 }
 
+/// `bind`: AF_UNSPEC is taken for AF_INET only with INADDR_ANY (Linux's
+/// compatibility rule).
 pub fn bind(fd: u64, address: u64, length: u64) -> SysResult {
     let (_file, socket) = socket_of(fd)?;
-    socket.bind(read_sockaddr(address, length)?)?;
+    let (bytes, length) = read_sockaddr_bytes(address, length)?;
+    let parsed = SockAddr::parse(&bytes[..length], true)?;
+    if u16::from_le_bytes([bytes[0], bytes[1]]) == AF_UNSPEC && !parsed.ip.is_unspecified() {
+        return Err(Errno::EAFNOSUPPORT);
+    }
+    socket.bind(parsed)?;
     Ok(0)
 }
 
@@ -127,7 +159,16 @@ pub fn listen(fd: u64, backlog: u64) -> SysResult {
 
 pub fn connect(fd: u64, address: u64, length: u64) -> SysResult {
     let (file, socket) = socket_of(fd)?;
-    let address = read_sockaddr(address, length)?;
+    let (bytes, length) = read_sockaddr_bytes(address, length)?;
+    if length < 2 {
+        return Err(Errno::EINVAL);
+    }
+    // AF_UNSPEC dissolves a datagram socket's association.
+    if u16::from_le_bytes([bytes[0], bytes[1]]) == AF_UNSPEC && socket.kind() == Kind::Udp {
+        socket.disconnect();
+        return Ok(0);
+    }
+    let address = SockAddr::parse(&bytes[..length], false)?;
     socket.connect(address, file.nonblocking())?;
     Ok(0)
 }
@@ -248,7 +289,7 @@ pub fn sendto(
 ) -> SysResult {
     let (file, socket) = socket_of(fd)?;
     let to = if address != 0 && socket.kind() == Kind::Udp {
-        Some(read_sockaddr(address, address_length)?)
+        Some(read_sockaddr(address, address_length, true)?)
     } else {
         None
     };
@@ -306,11 +347,16 @@ struct MsgHdr {
 
 const MSGHDR_SIZE: usize = 56;
 
+/// Reads a `struct msghdr`: more than `IOV_MAX` iovecs is `EMSGSIZE`
+/// (Linux's `copy_msghdr_from_user`).
 fn read_msghdr(address: u64) -> Result<MsgHdr, Errno> {
     let mut bytes = [0u8; MSGHDR_SIZE];
     copy_from_user(&mut bytes, address)?;
     let word =
         |offset: usize| u64::from_le_bytes(bytes[offset..offset + 8].try_into().unwrap_or([0; 8]));
+    if word(24) > IOV_MAX {
+        return Err(Errno::EMSGSIZE);
+    }
     Ok(MsgHdr {
         name: word(0),
         name_length: word(8) as u32,
@@ -324,7 +370,11 @@ pub fn sendmsg(fd: u64, message: u64, flags: u64) -> SysResult {
     let header = read_msghdr(message)?;
     let segments = iovecs(header.iov, header.iov_length)?;
     let to = if header.name != 0 && socket.kind() == Kind::Udp {
-        Some(read_sockaddr(header.name, u64::from(header.name_length))?)
+        Some(read_sockaddr(
+            header.name,
+            u64::from(header.name_length),
+            true,
+        )?)
     } else {
         None
     };

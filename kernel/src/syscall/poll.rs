@@ -1,6 +1,15 @@
 //! Readiness over every descriptor kind: `poll`, `ppoll`, `select`,
 //! `pselect6` and epoll (`epoll_create1`, `epoll_ctl`, `epoll_wait`,
-//! `epoll_pwait`; level-triggered, `EPOLLET` taken as level).
+//! `epoll_pwait`, `epoll_pwait2`; level-triggered, `EPOLLET` taken as
+//! level).
+//!
+//! As Linux: the signal mask of `ppoll`/`pselect6`/`epoll_pwait*` is in
+//! force for the wait only and comes back when the call ends, or after
+//! the handler when a signal ended it (`poll_select_finish`); `select`,
+//! `ppoll` and `pselect6` write the time left back to their timeout
+//! (not for a zero one); a signal pending with nothing ready ends a
+//! `poll`/`select` wait even with a zero timeout (epoll: a zero timeout
+//! returns 0 first).
 //!
 //! Owns the epoll instances (`Epoll`: an interest list keyed by descriptor
 //! number, holding files weakly, under a sleeping mutex taken before the
@@ -90,12 +99,19 @@ fn first_socket<'a>(files: impl Iterator<Item = &'a Arc<File>>) -> Option<Arc<So
     })
 }
 
+/// Whether a signal (or a stop, or the exit) waits for the caller.
+fn signal_pending() -> bool {
+    crate::sched::current().interrupt_pending()
+}
+
 /// Runs `check` (with `socket`'s stack locked, if any) until it gives
 /// something or `deadline` passes (`None` then). `Err(())` when
-/// interrupted.
+/// interrupted; with `signals_first` (poll, select) a pending signal
+/// interrupts before the deadline is looked at.
 fn wait_ready<T>(
     socket: Option<&Arc<Socket>>,
     deadline: Option<u64>,
+    signals_first: bool,
     mut check: impl FnMut(Option<(&Stack, &mut StackInner)>) -> Option<T>,
 ) -> Result<Option<T>, ()> {
     let expired =
@@ -103,6 +119,9 @@ fn wait_ready<T>(
     let Some(socket) = socket else {
         if let Some(result) = check(None) {
             return Ok(Some(result));
+        }
+        if signals_first && signal_pending() {
+            return Err(());
         }
         if expired(deadline) {
             return Ok(None);
@@ -116,6 +135,9 @@ fn wait_ready<T>(
         if let Some(result) = check(Some((stack, &mut inner))) {
             return Ok(Some(result));
         }
+        if signals_first && signal_pending() {
+            return Err(());
+        }
         if expired(deadline) {
             return Ok(None);
         }
@@ -127,7 +149,81 @@ fn deadline_from_ns(timeout: Option<u64>) -> Option<u64> {
     timeout.map(|timeout| time::now_ns().saturating_add(timeout))
 }
 
-fn poll_common(fds: u64, count: u64, timeout_ns: Option<u64>) -> SysResult {
+/// A user timeout of `select`, `ppoll` or `pselect6`: where it is, its
+/// format, and the deadline it set (`deadline` 0 for a zero timeout,
+/// which is never written back).
+struct UserTimeout {
+    address: u64,
+    micros: bool,
+    deadline: u64,
+}
+
+impl UserTimeout {
+    /// Reads a `timespec` (`micros`: a `timeval`, whose microseconds may
+    /// exceed a second, as Linux normalises them). `EFAULT` if
+    /// unreadable, `EINVAL` if negative or out of range. None for null.
+    fn read(address: u64, micros: bool) -> Result<Option<(UserTimeout, u64)>, Errno> {
+        if address == 0 {
+            return Ok(None);
+        }
+        let mut bytes = [0u8; 16];
+        copy_from_user(&mut bytes, address)?;
+        let seconds = i64::from_le_bytes(bytes[..8].try_into().map_err(|_| Errno::EFAULT)?);
+        let fraction = i64::from_le_bytes(bytes[8..].try_into().map_err(|_| Errno::EFAULT)?);
+        let (seconds, nanos) = if micros {
+            (
+                seconds.saturating_add(fraction / 1_000_000),
+                (fraction % 1_000_000).saturating_mul(1_000),
+            )
+        } else {
+            (seconds, fraction)
+        };
+        if seconds < 0 || !(0..1_000_000_000).contains(&nanos) {
+            return Err(Errno::EINVAL);
+        }
+        let timeout = (seconds as u64)
+            .saturating_mul(1_000_000_000)
+            .saturating_add(nanos as u64);
+        let deadline = if timeout == 0 {
+            0
+        } else {
+            time::now_ns().saturating_add(timeout)
+        };
+        let user = UserTimeout {
+            address,
+            micros,
+            deadline,
+        };
+        Ok(Some((user, timeout)))
+    }
+}
+
+/// Linux's `poll_select_finish`: the signal mask comes back (after the
+/// handler if a signal ended the call), and the time left goes back to a
+/// non-zero user timeout. If that write fails the call cannot restart
+/// (it would wait anew): `EINTR` instead of the restart code.
+fn poll_select_finish(result: SysResult, masked: bool, timeout: Option<UserTimeout>) -> SysResult {
+    let interrupted = result == Err(Errno::ERESTARTNOHAND);
+    super::signal::end_user_mask(masked, interrupted);
+    let Some(timeout) = timeout.filter(|timeout| timeout.deadline != 0) else {
+        return result;
+    };
+    let left = timeout.deadline.saturating_sub(time::now_ns());
+    let fraction = if timeout.micros {
+        (left % 1_000_000_000) / 1_000
+    } else {
+        left % 1_000_000_000
+    };
+    let mut bytes = [0u8; 16];
+    bytes[..8].copy_from_slice(&(left / 1_000_000_000).to_le_bytes());
+    bytes[8..].copy_from_slice(&fraction.to_le_bytes());
+    match copy_to_user(timeout.address, &bytes) {
+        Err(_) if interrupted => Err(Errno::EINTR),
+        _ => result,
+    }
+}
+
+fn poll_common(fds: u64, count: u64, deadline: Option<u64>) -> SysResult {
     if count > fd::MAX_FDS as u64 {
         return Err(Errno::EINVAL);
     }
@@ -157,7 +253,6 @@ fn poll_common(fds: u64, count: u64, timeout_ns: Option<u64>) -> SysResult {
             .collect()
     };
     let socket = first_socket(files.iter().flatten());
-    let deadline = deadline_from_ns(timeout_ns);
     let check = |mut locked: Option<(&Stack, &mut StackInner)>| {
         let mut ready = 0u64;
         let revents: Vec<u16> = entries
@@ -180,7 +275,7 @@ fn poll_common(fds: u64, count: u64, timeout_ns: Option<u64>) -> SysResult {
             .collect();
         (ready > 0).then_some((ready, revents))
     };
-    let (ready, revents) = match wait_ready(socket.as_ref(), deadline, check) {
+    let (ready, revents) = match wait_ready(socket.as_ref(), deadline, true, check) {
         Ok(Some(result)) => result,
         Ok(None) => (0, alloc::vec![0; entries.len()]),
         Err(()) => return Err(Errno::ERESTARTNOHAND),
@@ -193,17 +288,16 @@ fn poll_common(fds: u64, count: u64, timeout_ns: Option<u64>) -> SysResult {
 
 pub fn poll(fds: u64, count: u64, timeout_ms: i32) -> SysResult {
     let timeout = (timeout_ms >= 0).then(|| timeout_ms as u64 * 1_000_000);
-    poll_common(fds, count, timeout)
+    poll_common(fds, count, deadline_from_ns(timeout))
 }
 
-/// `ppoll`: the signal mask argument is not applied.
-pub fn ppoll(fds: u64, count: u64, timeout: u64) -> SysResult {
-    let timeout = if timeout == 0 {
-        None
-    } else {
-        Some(super::time::read_timespec(timeout)?)
-    };
-    poll_common(fds, count, timeout)
+/// `ppoll(fds, nfds, timeout, sigmask, sigsetsize)`.
+pub fn ppoll(fds: u64, count: u64, timeout: u64, mask: u64, set_size: u64) -> SysResult {
+    let (timeout, ns) = UserTimeout::read(timeout, false)?.unzip();
+    let deadline = deadline_from_ns(ns);
+    let masked = super::signal::set_user_mask(mask, set_size)?;
+    let result = poll_common(fds, count, deadline);
+    poll_select_finish(result, masked, timeout)
 }
 
 fn read_set(address: u64, words: usize) -> Result<Vec<u64>, Errno> {
@@ -226,15 +320,14 @@ fn write_set(address: u64, set: &[u64], nfds: usize) -> Result<(), Errno> {
     copy_to_user(address, &bytes[..nfds.div_ceil(8)])
 }
 
-/// `select`/`pselect6` with a timeout in nanoseconds (None: forever);
-/// returns the count and the time left.
+/// `select`/`pselect6` until `deadline` (None: forever): the count.
 fn select_common(
     nfds: u64,
     read: u64,
     write: u64,
     except: u64,
-    timeout: Option<u64>,
-) -> Result<(u64, Option<u64>), Errno> {
+    deadline: Option<u64>,
+) -> SysResult {
     let nfds = nfds as i32;
     if nfds < 0 {
         return Err(Errno::EINVAL);
@@ -258,7 +351,6 @@ fn select_common(
             .collect::<Result<_, _>>()?
     };
     let socket = first_socket(files.iter());
-    let deadline = deadline_from_ns(timeout);
     let check = |mut locked: Option<(&Stack, &mut StackInner)>| {
         let mut out = [
             alloc::vec![0u64; words],
@@ -284,7 +376,7 @@ fn select_common(
         }
         (count > 0).then_some((count, out))
     };
-    let (count, out) = match wait_ready(socket.as_ref(), deadline, check) {
+    let (count, out) = match wait_ready(socket.as_ref(), deadline, true, check) {
         Ok(Some(result)) => result,
         Ok(None) => (
             0,
@@ -299,48 +391,40 @@ fn select_common(
     write_set(read, &out[0], nfds)?;
     write_set(write, &out[1], nfds)?;
     write_set(except, &out[2], nfds)?;
-    let left = deadline.map(|deadline| deadline.saturating_sub(time::now_ns()));
-    Ok((count, left))
+    Ok(count)
 }
 
 pub fn select(nfds: u64, read: u64, write: u64, except: u64, timeval: u64) -> SysResult {
-    let timeout = if timeval == 0 {
-        None
-    } else {
-        let mut bytes = [0u8; 16];
-        copy_from_user(&mut bytes, timeval)?;
-        let seconds = i64::from_le_bytes(bytes[..8].try_into().map_err(|_| Errno::EINVAL)?);
-        let micros = i64::from_le_bytes(bytes[8..].try_into().map_err(|_| Errno::EINVAL)?);
-        if seconds < 0 || !(0..1_000_000).contains(&micros) {
-            return Err(Errno::EINVAL);
-        }
-        Some((seconds as u64).saturating_mul(1_000_000_000) + micros as u64 * 1_000)
-    };
-    let (count, left) = select_common(nfds, read, write, except, timeout)?;
-    if let Some(left) = left {
-        let mut bytes = [0u8; 16];
-        bytes[..8].copy_from_slice(&(left / 1_000_000_000).to_le_bytes());
-        bytes[8..].copy_from_slice(&((left % 1_000_000_000) / 1_000).to_le_bytes());
-        copy_to_user(timeval, &bytes)?;
-    }
-    Ok(count)
+    let (timeout, ns) = UserTimeout::read(timeval, true)?.unzip();
+    let result = select_common(nfds, read, write, except, deadline_from_ns(ns));
+    poll_select_finish(result, false, timeout)
 }
 
-/// `pselect6`: the signal mask argument is not applied.
-pub fn pselect6(nfds: u64, read: u64, write: u64, except: u64, timespec: u64) -> SysResult {
-    let timeout = if timespec == 0 {
-        None
+/// `pselect6(nfds, read, write, except, timeout, sig)`: `sig` points to
+/// `{ const sigset_t *ss; size_t ss_len; }` (read first, as Linux does).
+pub fn pselect6(
+    nfds: u64,
+    read: u64,
+    write: u64,
+    except: u64,
+    timespec: u64,
+    sig: u64,
+) -> SysResult {
+    let (mask, set_size) = if sig == 0 {
+        (0, 0)
     } else {
-        Some(super::time::read_timespec(timespec)?)
-    };
-    let (count, left) = select_common(nfds, read, write, except, timeout)?;
-    if let Some(left) = left {
         let mut bytes = [0u8; 16];
-        bytes[..8].copy_from_slice(&(left / 1_000_000_000).to_le_bytes());
-        bytes[8..].copy_from_slice(&(left % 1_000_000_000).to_le_bytes());
-        copy_to_user(timespec, &bytes)?;
-    }
-    Ok(count)
+        copy_from_user(&mut bytes, sig)?;
+        (
+            u64::from_le_bytes(bytes[..8].try_into().map_err(|_| Errno::EFAULT)?),
+            u64::from_le_bytes(bytes[8..].try_into().map_err(|_| Errno::EFAULT)?),
+        )
+    };
+    let (timeout, ns) = UserTimeout::read(timespec, false)?.unzip();
+    let deadline = deadline_from_ns(ns);
+    let masked = super::signal::set_user_mask(mask, set_size)?;
+    let result = select_common(nfds, read, write, except, deadline);
+    poll_select_finish(result, masked, timeout)
 }
 
 pub fn epoll_create1(flags: u64) -> SysResult {
@@ -420,7 +504,51 @@ pub fn epoll_ctl(epfd: u64, op: u64, target: u64, event: u64) -> SysResult {
     Ok(0)
 }
 
+/// A millisecond epoll timeout (negative: forever).
+fn epoll_timeout_ms(timeout_ms: u64) -> Option<u64> {
+    let timeout_ms = timeout_ms as i32;
+    (timeout_ms >= 0).then(|| timeout_ms as u64 * 1_000_000)
+}
+
 pub fn epoll_wait(epfd: u64, events: u64, max_events: u64, timeout_ms: u64) -> SysResult {
+    epoll_wait_until(epfd, events, max_events, epoll_timeout_ms(timeout_ms))
+}
+
+/// `epoll_pwait(epfd, events, maxevents, timeout_ms, sigmask, sigsetsize)`.
+pub fn epoll_pwait(
+    epfd: u64,
+    events: u64,
+    max_events: u64,
+    timeout_ms: u64,
+    mask: u64,
+    set_size: u64,
+) -> SysResult {
+    let masked = super::signal::set_user_mask(mask, set_size)?;
+    let result = epoll_wait_until(epfd, events, max_events, epoll_timeout_ms(timeout_ms));
+    super::signal::end_user_mask(masked, result == Err(Errno::EINTR));
+    result
+}
+
+/// `epoll_pwait2`: `epoll_pwait` with a `timespec` timeout (null: forever),
+/// which is not written back.
+pub fn epoll_pwait2(
+    epfd: u64,
+    events: u64,
+    max_events: u64,
+    timeout: u64,
+    mask: u64,
+    set_size: u64,
+) -> SysResult {
+    let (_, ns) = UserTimeout::read(timeout, false)?.unzip();
+    let masked = super::signal::set_user_mask(mask, set_size)?;
+    let result = epoll_wait_until(epfd, events, max_events, ns);
+    super::signal::end_user_mask(masked, result == Err(Errno::EINTR));
+    result
+}
+
+/// `epoll_wait` with a timeout in nanoseconds (None: forever); a signal
+/// ends it with `EINTR`, never a restart (as Linux's `ep_poll`).
+fn epoll_wait_until(epfd: u64, events: u64, max_events: u64, timeout: Option<u64>) -> SysResult {
     let max_events = max_events as i32;
     if max_events <= 0 || max_events > EPOLL_MAX_EVENTS {
         return Err(Errno::EINVAL);
@@ -428,8 +556,6 @@ pub fn epoll_wait(epfd: u64, events: u64, max_events: u64, timeout_ms: u64) -> S
     check_range(events, max_events as usize * EPOLL_EVENT_SIZE as usize)?;
     let epoll_file = fd::current_file(epfd)?;
     let epoll = Arc::clone(epoll_of(&epoll_file)?);
-    let timeout_ms = timeout_ms as i32;
-    let timeout = (timeout_ms >= 0).then(|| timeout_ms as u64 * 1_000_000);
     let deadline = deadline_from_ns(timeout);
     let entries: Vec<(usize, Arc<File>, u32, u64)> = {
         let mut interest = epoll.interest.lock();
@@ -460,7 +586,7 @@ pub fn epoll_wait(epfd: u64, events: u64, max_events: u64, timeout_ms: u64) -> S
         }
         (!ready.is_empty()).then_some(ready)
     };
-    let ready = match wait_ready(socket.as_ref(), deadline, check) {
+    let ready = match wait_ready(socket.as_ref(), deadline, false, check) {
         Ok(Some(ready)) => ready,
         Ok(None) => Vec::new(),
         Err(()) => return Err(Errno::EINTR),

@@ -240,14 +240,33 @@ pub fn pause() -> SysResult {
 
 pub fn rt_sigsuspend(mask: u64, set_size: u64) -> SysResult {
     check_set_size(set_size)?;
-    let mask = SignalSet(read_set(mask)?.0 & !UNBLOCKABLE.0);
-    let me = sched::current();
-    signal::set_saved_mask(&me, me.hold_mask());
-    me.set_hold_mask(mask);
-    signal::deliver_mask_changed(&me);
-    drop(me);
+    let mask = read_set(mask)?;
+    signal::set_temporary_mask(&sched::current(), mask);
     let _ = sleep_until(None);
     Err(Errno::ERESTARTNOHAND)
+}
+
+/// The signal mask argument of `ppoll`, `pselect6` and `epoll_pwait`:
+/// if `address` is not null, it is put in force until the call ends (see
+/// `signal::set_temporary_mask`); `EINVAL` unless `set_size` is 8,
+/// `EFAULT` if unreadable. Returns whether a mask was put in force.
+pub(super) fn set_user_mask(address: u64, set_size: u64) -> Result<bool, Errno> {
+    if address == 0 {
+        return Ok(false);
+    }
+    check_set_size(set_size)?;
+    let mask = read_set(address)?;
+    signal::set_temporary_mask(&sched::current(), mask);
+    Ok(true)
+}
+
+/// Ends a call that [`set_user_mask`] put a mask in force for: the old
+/// mask returns now, or, when a signal `interrupted` the call, after its
+/// handler (Linux `restore_saved_sigmask_unless`).
+pub(super) fn end_user_mask(masked: bool, interrupted: bool) {
+    if masked {
+        signal::restore_saved_mask_unless(&sched::current(), interrupted);
+    }
 }
 
 pub fn rt_sigtimedwait(set: u64, info: u64, timeout: u64, set_size: u64) -> SysResult {

@@ -15,6 +15,7 @@
 //! here polls the interface: calls that queue or free buffer space, close,
 //! connect or listen `kick` the stack after releasing its lock.
 
+mod addr;
 mod tcp;
 pub(crate) mod tests;
 mod udp;
@@ -22,7 +23,9 @@ mod udp;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 
-use smoltcp::wire::{IpAddress, IpEndpoint, IpListenEndpoint, Ipv4Address};
+use smoltcp::wire::{IpAddress, Ipv4Address};
+
+pub use addr::{AF_UNSPEC, SOCKADDR_IN_SIZE, SockAddr};
 
 use super::{Attachment, Stack, StackInner};
 use crate::errno::Errno;
@@ -46,6 +49,7 @@ pub const POLLWRNORM: u16 = 0x100;
 pub const POLLRDHUP: u16 = 0x2000;
 
 pub const MSG_PEEK: u32 = 0x2;
+pub const MSG_DONTROUTE: u32 = 0x4;
 pub const MSG_TRUNC: u32 = 0x20;
 pub const MSG_DONTWAIT: u32 = 0x40;
 pub const MSG_WAITALL: u32 = 0x100;
@@ -107,74 +111,6 @@ fn reserve(bytes: usize) -> Result<(), Errno> {
         Err(Errno::ENOMEM)
     } else {
         Ok(())
-    }
-}
-
-/// An IPv4 socket address (`struct sockaddr_in`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SockAddr {
-    pub ip: Ipv4Address,
-    pub port: u16,
-}
-
-/// `sizeof(struct sockaddr_in)`.
-pub const SOCKADDR_IN_SIZE: usize = 16;
-
-impl SockAddr {
-    pub const fn new(ip: [u8; 4], port: u16) -> SockAddr {
-        SockAddr {
-            ip: Ipv4Address::new(ip[0], ip[1], ip[2], ip[3]),
-            port,
-        }
-    }
-
-    pub const UNSPECIFIED: SockAddr = SockAddr::new([0; 4], 0);
-
-    /// Parses a `struct sockaddr_in` (`EINVAL` if short, `EAFNOSUPPORT`
-    /// for another family).
-    pub fn parse(bytes: &[u8]) -> Result<SockAddr, Errno> {
-        if bytes.len() < 2 {
-            return Err(Errno::EINVAL);
-        }
-        if u16::from_le_bytes([bytes[0], bytes[1]]) != AF_INET {
-            return Err(Errno::EAFNOSUPPORT);
-        }
-        if bytes.len() < SOCKADDR_IN_SIZE {
-            return Err(Errno::EINVAL);
-        }
-        Ok(SockAddr {
-            ip: Ipv4Address::new(bytes[4], bytes[5], bytes[6], bytes[7]),
-            port: u16::from_be_bytes([bytes[2], bytes[3]]),
-        })
-    }
-
-    /// The `struct sockaddr_in` bytes.
-    pub fn to_bytes(self) -> [u8; SOCKADDR_IN_SIZE] {
-        let mut bytes = [0u8; SOCKADDR_IN_SIZE];
-        bytes[..2].copy_from_slice(&AF_INET.to_le_bytes());
-        bytes[2..4].copy_from_slice(&self.port.to_be_bytes());
-        bytes[4..8].copy_from_slice(&self.ip.octets());
-        bytes
-    }
-
-    fn endpoint(self) -> IpEndpoint {
-        IpEndpoint::new(IpAddress::Ipv4(self.ip), self.port)
-    }
-
-    fn listen_endpoint(self) -> IpListenEndpoint {
-        IpListenEndpoint {
-            addr: (!self.ip.is_unspecified()).then_some(IpAddress::Ipv4(self.ip)),
-            port: self.port,
-        }
-    }
-
-    fn from_endpoint(endpoint: IpEndpoint) -> SockAddr {
-        match endpoint.addr {
-            IpAddress::Ipv4(ip) => SockAddr {
-                ip,
-                port: endpoint.port,
-            },
-        }
     }
 }
 
@@ -578,7 +514,7 @@ impl Socket {
                     udp::open(inner, state)
                 })?;
                 self.block(nonblocking, timeout, Errno::EAGAIN, true, |inner, state| {
-                    udp::send(inner, state, data, to)
+                    udp::send(inner, state, data, to, flags)
                 })
             }
         }
@@ -813,6 +749,11 @@ impl Socket {
         Ok((socket, peer))
     }
 
+    /// `connect(AF_UNSPEC)` of a datagram socket: it forgets its peer.
+    pub fn disconnect(&self) {
+        self.with(|_, state| state.udp.peer = None);
+    }
+
     /// Connects to `address`: a stream socket waits for the handshake
     /// (`EINPROGRESS` when non-blocking); a datagram socket sets its peer.
     pub fn connect(&self, address: SockAddr, nonblocking: bool) -> Result<(), Errno> {
@@ -824,14 +765,15 @@ impl Socket {
                 Ok(())
             }),
             Kind::Tcp => {
-                let started = self.with(|inner, state| {
+                let step = self.with(|inner, state| {
                     let local = self.autobind(state)?;
-                    tcp::connect(inner, state, local, address)
+                    tcp::connect(inner, state, local, address, nonblocking)
                 });
                 self.stack().kick();
-                started?;
-                if nonblocking {
-                    return Err(Errno::EINPROGRESS);
+                match step? {
+                    tcp::Connect::Reported => return Ok(()),
+                    tcp::Connect::Started if nonblocking => return Err(Errno::EINPROGRESS),
+                    tcp::Connect::Started | tcp::Connect::Waiting => {}
                 }
                 let timeout = self.with(|_, state| state.options.sndtimeo);
                 let capped = timeout.unwrap_or(tcp::CONNECT_TIMEOUT_NS);

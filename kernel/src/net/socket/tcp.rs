@@ -43,6 +43,10 @@ pub enum Phase {
         handle: SocketHandle,
         /// A reset was reported to `recv` once (later calls see EOF).
         reset_reported: bool,
+        /// A `connect` call has seen the connection established (Linux's
+        /// `SS_CONNECTED`): after a non-blocking connect, the next
+        /// `connect` reports success once, later ones `EISCONN`.
+        announced: bool,
     },
     /// The last `connect` failed (its error is in `State::error`).
     Failed,
@@ -53,8 +57,19 @@ impl Phase {
         Phase::Connected {
             handle,
             reset_reported: false,
+            announced: true,
         }
     }
+}
+
+/// What a `connect` call found or did.
+pub enum Connect {
+    /// A new attempt started (the SYN is queued).
+    Started,
+    /// An attempt is under way: a blocking call waits for it.
+    Waiting,
+    /// A non-blocking attempt completed: reported as success now.
+    Reported,
 }
 
 /// The receiving half of a connection.
@@ -119,21 +134,36 @@ pub fn refresh(inner: &mut StackInner, state: &mut State) {
                 state.tcp = Phase::Failed;
                 state.error = Some(Errno::ECONNREFUSED);
             }
-            _ => state.tcp = Phase::connected(handle),
+            _ => {
+                state.tcp = Phase::Connected {
+                    handle,
+                    reset_reported: false,
+                    announced: false,
+                }
+            }
         }
     }
 }
 
+/// `connect` as Linux's `__inet_stream_connect`: an attempt under way is
+/// waited for by a blocking call (a restarted one) and `EALREADY` for a
+/// non-blocking one; an unroutable peer is `ENETUNREACH`.
 pub fn connect(
     inner: &mut StackInner,
     state: &mut State,
     local: SockAddr,
     mut remote: SockAddr,
-) -> Result<(), Errno> {
+    nonblocking: bool,
+) -> Result<Connect, Errno> {
     refresh(inner, state);
-    match state.tcp {
+    match &mut state.tcp {
+        Phase::Connected { announced, .. } if !*announced => {
+            *announced = true;
+            return Ok(Connect::Reported);
+        }
         Phase::Connected { .. } | Phase::Listening { .. } => return Err(Errno::EISCONN),
-        Phase::Connecting { .. } => return Err(Errno::EALREADY),
+        Phase::Connecting { .. } if nonblocking => return Err(Errno::EALREADY),
+        Phase::Connecting { .. } => return Ok(Connect::Waiting),
         Phase::Idle | Phase::Failed => {}
     }
     if remote.ip.is_unspecified() {
@@ -141,6 +171,9 @@ pub fn connect(
     }
     if remote.port == 0 {
         return Err(Errno::ECONNREFUSED);
+    }
+    if !super::addr::routable(inner, remote.ip, false) {
+        return Err(Errno::ENETUNREACH);
     }
     let mut socket = new_socket(&state.options)?;
     socket
@@ -156,14 +189,17 @@ pub fn connect(
     let handle = inner.sockets.add(socket);
     state.tcp = Phase::Connecting { handle };
     state.error = None;
-    Ok(())
+    Ok(Connect::Started)
 }
 
 /// Whether the handshake of `connect` ended: `Err` with why it failed.
 pub fn connect_finished(inner: &mut StackInner, state: &mut State) -> Result<Attempt<()>, Errno> {
     refresh(inner, state);
-    match state.tcp {
-        Phase::Connected { .. } => Ok(Attempt::Done(())),
+    match &mut state.tcp {
+        Phase::Connected { announced, .. } => {
+            *announced = true;
+            Ok(Attempt::Done(()))
+        }
         Phase::Connecting { .. } => Ok(Attempt::Wait),
         Phase::Failed => Err(state.error.take().unwrap_or(Errno::ECONNREFUSED)),
         Phase::Idle | Phase::Listening { .. } => Err(Errno::ENOTCONN),
@@ -295,6 +331,7 @@ pub fn recv(
         Phase::Connected {
             handle,
             reset_reported,
+            ..
         } => (*handle, reset_reported),
         _ => return Err(state.error.take().unwrap_or(Errno::ENOTCONN)),
     };

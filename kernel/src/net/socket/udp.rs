@@ -10,7 +10,9 @@ use smoltcp::iface::SocketHandle;
 use smoltcp::socket::udp;
 use smoltcp::wire::Ipv4Address;
 
-use super::{Attempt, MSG_PEEK, MSG_TRUNC, Options, POLLERR, POLLIN, POLLOUT, SockAddr, State};
+use super::{
+    Attempt, MSG_DONTROUTE, MSG_PEEK, MSG_TRUNC, Options, POLLERR, POLLIN, POLLOUT, SockAddr, State,
+};
 use crate::errno::Errno;
 use crate::net::StackInner;
 
@@ -56,6 +58,7 @@ pub fn send(
     state: &mut State,
     data: &[u8],
     to: Option<SockAddr>,
+    flags: u32,
 ) -> Result<Attempt<usize>, Errno> {
     if state.shut_wr {
         return Err(Errno::EPIPE);
@@ -67,6 +70,9 @@ pub fn send(
     if destination.port == 0 {
         return Err(Errno::EINVAL);
     }
+    if !super::addr::routable(inner, destination.ip, flags & MSG_DONTROUTE != 0) {
+        return Err(Errno::ENETUNREACH);
+    }
     let handle = state.udp.handle.ok_or(Errno::EINVAL)?;
     let socket = inner.sockets.get_mut::<udp::Socket>(handle);
     if data.len() > MAX_DATAGRAM || data.len() > socket.payload_send_capacity() {
@@ -75,7 +81,7 @@ pub fn send(
     match socket.send_slice(data, destination.endpoint()) {
         Ok(()) => Ok(Attempt::Done(data.len())),
         Err(udp::SendError::BufferFull) => Ok(Attempt::Wait),
-        Err(udp::SendError::Unaddressable) => Err(Errno::EINVAL),
+        Err(udp::SendError::Unaddressable) => Err(Errno::ENETUNREACH),
     }
 }
 
