@@ -366,9 +366,20 @@ pub struct LwpSignals {
     pub pending: Pending,
     /// The mask to put back after a temporary one (`set_temporary_mask`).
     pub saved_mask: Option<SignalSet>,
-    /// An interrupted sleep's absolute deadline and `rem` pointer, for
-    /// `restart_syscall`.
-    pub restart: Option<(u64, u64)>,
+    /// What `restart_syscall` continues, after an `ERESTART_RESTARTBLOCK`.
+    pub restart: Option<Restart>,
+}
+
+/// An interrupted call that `restart_syscall` continues to its original
+/// deadline (Linux's `restart_block`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Restart {
+    /// A relative sleep (`nanosleep`, `clock_nanosleep`): its absolute
+    /// deadline and its `rem` pointer (0: none).
+    Sleep { deadline: u64, remaining: u64 },
+    /// A `poll` with a timeout: its `fds` array, their count, and its
+    /// absolute deadline.
+    Poll { fds: u64, count: u64, deadline: u64 },
 }
 
 /// What a parked LWP left for inspectors: its user registers, FPU image
@@ -477,11 +488,11 @@ pub fn restore_saved_mask_unless(lwp: &Arc<Lwp>, interrupted: bool) {
 
 /// Records where an interrupted sleep should end when `restart_syscall`
 /// continues it: the deadline and the user's `rem` pointer (or 0).
-pub fn set_restart(lwp: &Lwp, deadline: u64, remaining: u64) {
-    with_lwp_signals(lwp, |own| own.restart = Some((deadline, remaining)));
+pub fn set_restart(lwp: &Lwp, restart: Restart) {
+    with_lwp_signals(lwp, |own| own.restart = Some(restart));
 }
 
-pub fn take_restart(lwp: &Lwp) -> Option<(u64, u64)> {
+pub fn take_restart(lwp: &Lwp) -> Option<Restart> {
     with_lwp_signals(lwp, |own| own.restart.take())
 }
 

@@ -288,7 +288,29 @@ fn poll_common(fds: u64, count: u64, deadline: Option<u64>) -> SysResult {
 
 pub fn poll(fds: u64, count: u64, timeout_ms: i32) -> SysResult {
     let timeout = (timeout_ms >= 0).then(|| timeout_ms as u64 * 1_000_000);
-    poll_common(fds, count, deadline_from_ns(timeout))
+    match deadline_from_ns(timeout) {
+        Some(deadline) => poll_to_deadline(fds, count, deadline),
+        None => poll_common(fds, count, None),
+    }
+}
+
+/// `poll` with a timeout (also `restart_syscall`'s continuation of one):
+/// interrupted, it ends with `ERESTART_RESTARTBLOCK`, so it continues to
+/// the same deadline unless a handler ran (then `EINTR`), as Linux's
+/// `do_restart_poll`.
+pub fn poll_to_deadline(fds: u64, count: u64, deadline: u64) -> SysResult {
+    match poll_common(fds, count, Some(deadline)) {
+        Err(Errno::ERESTARTNOHAND) => {
+            let restart = crate::signal::Restart::Poll {
+                fds,
+                count,
+                deadline,
+            };
+            crate::signal::set_restart(&crate::sched::current(), restart);
+            Err(Errno::ERESTART_RESTARTBLOCK)
+        }
+        other => other,
+    }
 }
 
 /// `ppoll(fds, nfds, timeout, sigmask, sigsetsize)`.

@@ -303,13 +303,22 @@ pub fn rt_sigtimedwait(set: u64, info: u64, timeout: u64, set_size: u64) -> SysR
     Ok(u64::from(taken.signo))
 }
 
-/// `restart_syscall`: continues a sleep that `ERESTART_RESTARTBLOCK`
-/// interrupted, to its recorded deadline.
+/// `restart_syscall`: continues a sleep or a poll that
+/// `ERESTART_RESTARTBLOCK` interrupted, to its recorded deadline.
 pub fn restart_syscall() -> SysResult {
     let me = sched::current();
-    let Some((deadline, remaining)) = signal::take_restart(&me) else {
-        return Err(Errno::EINTR);
-    };
+    let restart = signal::take_restart(&me);
     drop(me);
-    super::time::sleep_to_deadline(deadline, remaining)
+    match restart {
+        Some(signal::Restart::Sleep {
+            deadline,
+            remaining,
+        }) => super::time::sleep_to_deadline(deadline, remaining),
+        Some(signal::Restart::Poll {
+            fds,
+            count,
+            deadline,
+        }) => super::poll::poll_to_deadline(fds, count, deadline),
+        None => Err(Errno::EINTR),
+    }
 }

@@ -176,7 +176,11 @@ pub fn sleep_to_deadline(deadline: u64, remaining: u64) -> SysResult {
             if remaining != 0 {
                 write_timespec(remaining, left)?;
             }
-            crate::signal::set_restart(&crate::sched::current(), deadline, remaining);
+            let restart = crate::signal::Restart::Sleep {
+                deadline,
+                remaining,
+            };
+            crate::signal::set_restart(&crate::sched::current(), restart);
             Err(Errno::ERESTART_RESTARTBLOCK)
         }
     }
