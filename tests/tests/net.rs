@@ -15,10 +15,14 @@
 //! no `echo: listening on 0.0.0.0:7777` line).
 
 use spindle_runner::ctl::render::{render_lwps, render_rings};
-use spindle_runner::images::{ProcessEnd, parse_process_log};
-use spindle_tests::ctl::{ALL_HELD, Checks, Lwp, find, parse_lwps, parse_ps, prepare};
+use spindle_runner::images::parse_process_log;
+use spindle_tests::ctl::{
+    ALL_HELD, Checks, Lwp, Stats, find, parse_lwps, parse_ps, parse_stats, prepare,
+};
 use spindle_tests::host::HostImage;
-use spindle_tests::images::HEAP_SLACK_BYTES;
+use spindle_tests::net::cycles::{
+    check_cycle_memory, check_stats_back, client_ended, next_run, teardown_summary,
+};
 use spindle_tests::net::frames::{
     GUEST_MAC, flood_frame, malformed_cleanup, malformed_frames, show_ip,
 };
@@ -393,87 +397,6 @@ fn check_pstop(n: &mut NetGuest, pid: u64) -> Result<(), String> {
     report.check_complete()
 }
 
-/// One SIGKILL cycle's outcome on the host side: the client ended with an
-/// error or EOF (never a stall), having moved this many bytes.
-fn client_ended(end: &EchoEnd, moved: u64, total: u64) -> Result<(), String> {
-    match end {
-        EchoEnd::EarlyEof | EchoEnd::Error(..) => Ok(()),
-        EchoEnd::Complete => Err(format!("all {total} bytes came back despite the SIGKILL")),
-        EchoEnd::Stalled(why) => Err(format!(
-            "the host client hung after the SIGKILL ({why}, {moved} bytes moved): the dying \
-             process's connections must be reset or closed"
-        )),
-    }
-}
-
-/// Waits for the kernel's line that `image` (pid) was killed by SIGKILL;
-/// returns its index.
-fn wait_killed(n: &NetGuest, from: usize, pid: u64) -> Result<usize, String> {
-    let end = format!(
-        "spindle: process {} (pid {pid}) killed by signal 9",
-        n.image
-    );
-    let (at, line) = n.g.wait_line(
-        from,
-        &format!("`{end}`"),
-        |l| l.contains(&end),
-        n.g.timeout(),
-    )?;
-    if line.contains("core dumped") {
-        return Err(format!("SIGKILL dumped core: {line:?}"));
-    }
-    Ok(at)
-}
-
-/// After the cycles: every run killed by 9 (no core), a memory line
-/// before each run and after each killed one, and from run 2 on the frames
-/// exactly back after each run and the heap within `HEAP_SLACK_BYTES`,
-/// without growth over the runs.
-fn check_cycle_memory(n: &NetGuest, cycles: u32) -> Result<(), String> {
-    let log = parse_process_log(&n.g.log());
-    let cycles = cycles as usize;
-    let killed = log
-        .ends
-        .iter()
-        .filter(|e| matches!(e, ProcessEnd::Killed { signal, .. } if signal == "9"))
-        .count();
-    if killed != cycles || log.ends.len() != cycles || !log.dumped_core.is_empty() {
-        return Err(format!(
-            "expected {cycles} runs killed by signal 9 without a core: ends {:?}",
-            log.ends
-        ));
-    }
-    let (before, after) = (&log.memory_before, &log.memory_after);
-    if before.len() < cycles + 1 || after.len() != cycles {
-        return Err(format!(
-            "expected {} `memory before process` and {cycles} `memory after exit` lines, saw \
-             {} and {}",
-            cycles + 1,
-            before.len(),
-            after.len()
-        ));
-    }
-    for run in 1..cycles {
-        let (b, a) = (before[run], after[run]);
-        if a.free_frames != b.free_frames || a.heap_bytes.abs_diff(b.heap_bytes) > HEAP_SLACK_BYTES
-        {
-            return Err(format!(
-                "run {}: memory before {b:?}, after its SIGKILL {a:?}: not back",
-                run + 1
-            ));
-        }
-    }
-    if cycles >= 2 {
-        let (settled, last) = (after[1].heap_bytes, after[cycles - 1].heap_bytes);
-        if last > settled + HEAP_SLACK_BYTES {
-            return Err(format!(
-                "heap after run {cycles} is {last} bytes, run 2 left {settled}: the heap grows"
-            ));
-        }
-    }
-    Ok(())
-}
-
 /// The fallbacks: the `pc` machine (PCI configuration through port I/O,
 /// no ECAM) with MSI-X refused on the command line (`net.irq=intx`), so
 /// the device interrupts through its INTx line and the I/O APIC. An echo
@@ -519,52 +442,9 @@ fn net_intx_on_the_pc_machine_echoes() -> Result<(), String> {
     Ok(())
 }
 
-/// `ctl stats` of an idle guest: free frames, heap bytes, LWPs, processes.
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct Stats {
-    free_frames: u64,
-    heap_bytes: u64,
-    lwps: u64,
-    processes: u64,
-}
-
+/// `ctl stats`, read strictly.
 fn stats(n: &mut NetGuest) -> Result<Stats, String> {
-    let v = n.g.ok("stats")?;
-    let field = |name: &str| {
-        v.get(name)
-            .and_then(|f| f.as_u64())
-            .ok_or_else(|| format!("stats reply without {name}: {v}"))
-    };
-    Ok(Stats {
-        free_frames: field("free_frames")?,
-        heap_bytes: field("heap_bytes")?,
-        lwps: field("lwps")?,
-        processes: field("processes")?,
-    })
-}
-
-/// `ctl stats` with run 2 listening against the same with the last run
-/// listening (both idle, the device attached, its workers asleep): the
-/// same frames, LWPs and processes, the heap within `HEAP_SLACK_BYTES`.
-/// Prints both, for the record.
-fn check_stats_back(what: &str, before: Stats, after: Stats) -> Result<(), String> {
-    println!("{what}: stats with run 2 listening {before:?}");
-    println!(
-        "{what}: stats with run {} listening {after:?}",
-        KILL_CYCLES + 1
-    );
-    let same = before.free_frames == after.free_frames
-        && before.lwps == after.lwps
-        && before.processes == after.processes
-        && before.heap_bytes.abs_diff(after.heap_bytes) <= HEAP_SLACK_BYTES;
-    if same {
-        Ok(())
-    } else {
-        Err(format!(
-            "{what}: stats not back after {KILL_CYCLES} kill cycles: {before:?} before, \
-             {after:?} after"
-        ))
-    }
+    parse_stats(&n.g.ok("stats")?)
 }
 
 /// A kill cycle's failure message: which cycle, what, the console tail.
@@ -572,24 +452,13 @@ fn cycle_failure(n: &NetGuest, cycle: u32, e: String) -> String {
     format!("cycle {} of {KILL_CYCLES}: {e}\n{}", cycle + 1, n.g.tail())
 }
 
-/// After a SIGKILL of `pid` (console lines from `at` on): the kernel
-/// reports the death, the next run (`respawn`) listens, with another pid.
-/// Returns where its listening line is and its pid.
-fn next_run(n: &mut NetGuest, at: usize, pid: u64) -> Result<(usize, u64), String> {
-    let killed = wait_killed(n, at, pid)?;
-    let at = n.wait_listening(killed + 1)?;
-    let next = n.pid()?;
-    if next == pid {
-        return Err(format!("the next run has the same pid {pid}"));
-    }
-    Ok((at, next))
-}
-
 /// (f), host to guest: `KILL_CYCLES` times, an echo (host sending, guest
 /// reading and echoing) is cut by SIGKILL after `KILL_AFTER_BYTES`; the
 /// host client sees an error or EOF, never a hang; the kernel reports the
-/// death, prints its memory lines, and the next run (`respawn`) serves
-/// again. Memory comes back after every run.
+/// death and a teardown with both workers inside, prints its memory
+/// lines, `rings` no longer lists the dead pid, and the next run
+/// (`respawn`) has its rings in `RUN` and serves again (every cycle:
+/// `cycles::next_run`). Memory comes back after every run.
 #[test]
 fn net_sigkill_mid_echo_respawns() -> Result<(), String> {
     let b = NetBoot {
@@ -598,7 +467,8 @@ fn net_sigkill_mid_echo_respawns() -> Result<(), String> {
     };
     let (mut n, mut at, mut pid) = boot_listening(&b)?;
     let fail = cycle_failure;
-    let mut settled = None;
+    let (mut settled, mut teardowns) = (None, Vec::new());
+    let started = Instant::now();
     for cycle in 0..KILL_CYCLES {
         if cycle == 1 {
             settled = Some(stats(&mut n).map_err(|e| fail(&n, cycle, e))?);
@@ -620,11 +490,19 @@ fn net_sigkill_mid_echo_respawns() -> Result<(), String> {
                 format!("corrupt echo before the kill: {report:?}"),
             ));
         }
-        (at, pid) = next_run(&mut n, at, pid).map_err(|e| fail(&n, cycle, e))?;
+        let (next_at, next, teardown) =
+            next_run(&mut n, at, pid).map_err(|e| fail(&n, cycle, e))?;
+        (at, pid) = (next_at, next);
+        teardowns.push(teardown);
     }
-    let after = stats(&mut n)?;
+    println!(
+        "{} in {:.1} s",
+        teardown_summary("echo", &teardowns),
+        started.elapsed().as_secs_f64()
+    );
     let before = settled.ok_or("fewer than 2 cycles")?;
-    check_stats_back("echo", before, after).map_err(|e| format!("{e}\n{}", n.g.tail()))?;
+    check_stats_back(&mut n, "echo", KILL_CYCLES, before)
+        .map_err(|e| format!("{e}\n{}", n.g.tail()))?;
     // The last run serves a whole echo.
     let t = EchoTransfer::start(n.service()?, 1_000_000, 99, STALL)?;
     t.join(ECHO_LIMIT)
@@ -645,7 +523,8 @@ fn net_sigkill_mid_download_respawns() -> Result<(), String> {
     };
     let (mut n, mut at, mut pid) = boot_listening(&b)?;
     let fail = cycle_failure;
-    let mut settled = None;
+    let (mut settled, mut teardowns) = (None, Vec::new());
+    let started = Instant::now();
     for cycle in 0..KILL_CYCLES {
         if cycle == 1 {
             settled = Some(stats(&mut n).map_err(|e| fail(&n, cycle, e))?);
@@ -696,11 +575,19 @@ fn net_sigkill_mid_download_respawns() -> Result<(), String> {
             ));
         }
         client_ended(&end, got, HUGE).map_err(|e| fail(&n, cycle, e))?;
-        (at, pid) = next_run(&mut n, at, pid).map_err(|e| fail(&n, cycle, e))?;
+        let (next_at, next, teardown) =
+            next_run(&mut n, at, pid).map_err(|e| fail(&n, cycle, e))?;
+        (at, pid) = (next_at, next);
+        teardowns.push(teardown);
     }
-    let after = stats(&mut n)?;
+    println!(
+        "{} in {:.1} s",
+        teardown_summary("download", &teardowns),
+        started.elapsed().as_secs_f64()
+    );
     let before = settled.ok_or("fewer than 2 cycles")?;
-    check_stats_back("download", before, after).map_err(|e| format!("{e}\n{}", n.g.tail()))?;
+    check_stats_back(&mut n, "download", KILL_CYCLES, before)
+        .map_err(|e| format!("{e}\n{}", n.g.tail()))?;
     let resp = http_get(n.service()?, "/bytes/100000")
         .map_err(|e| format!("after the cycles: {e}\n{}", n.g.tail()))?;
     if resp.status != 200 || resp.body.len() != 100_000 {
