@@ -16,9 +16,7 @@
 
 use spindle_runner::ctl::render::{render_lwps, render_rings};
 use spindle_runner::images::parse_process_log;
-use spindle_tests::ctl::{
-    ALL_HELD, Checks, Lwp, Stats, find, parse_lwps, parse_ps, parse_stats, prepare,
-};
+use spindle_tests::ctl::{Checks, Lwp, Stats, find, parse_ps, parse_stats, prepare, summary};
 use spindle_tests::host::HostImage;
 use spindle_tests::net::cycles::{
     check_cycle_memory, check_stats_back, client_ended, next_run, teardown_summary,
@@ -26,10 +24,14 @@ use spindle_tests::net::cycles::{
 use spindle_tests::net::frames::{
     GUEST_MAC, flood_frame, malformed_cleanup, malformed_frames, show_ip,
 };
+use spindle_tests::net::watch::{
+    check_rings_run, check_workers, drop_count, identities, storm_sample,
+};
 use spindle_tests::net::{
     ECHO_PORT, EchoEnd, EchoTransfer, HttpConnection, NetBoot, NetGuest, RX_WORKER, STALL,
     TX_WORKER, check_pattern, connect, http_get,
 };
+use std::collections::BTreeSet;
 use std::io::Read;
 use std::net::SocketAddr;
 use std::process::Command;
@@ -42,10 +44,19 @@ const ECHO_BYTES: u64 = 100_000_000;
 const ECHO_LIMIT: Duration = Duration::from_secs(600);
 /// Transfers that must still be flowing while the control channel works.
 const BUSY_BYTES: u64 = 64_000_000;
-/// Signals of the storm (process-directed SIGUSR1, one `ctl kill` each).
-const STORM_SIGNALS: u32 = 200;
-/// Of those, at least this many must be sent while the echo still flows.
-const STORM_DURING_TRAFFIC: u32 = 20;
+/// Signals of the storm (process-directed SIGUSR1, one `ctl kill` each,
+/// all while an echo flows). The viona model's test list asks for
+/// 10,000, but `ctl kill` is the only way in (the `echo` image has no
+/// flood of its own) and the channel takes one command at a time, the
+/// `ctl` thread sleeping 5 ms whenever its UART is empty: about 200 a
+/// second, so 3,000 fill 15 s.
+const STORM_SIGNALS: u32 = 3_000;
+/// The storm ends early after this long (a loaded host).
+const STORM_TIME: Duration = Duration::from_secs(15);
+/// The storm must have sent at least this many.
+const STORM_MIN_SIGNALS: u32 = 1_000;
+/// A `storm_sample` (`lwps`, `rings`, `ps`) every this many signals.
+const STORM_SAMPLE_EVERY: u32 = 100;
 /// SIGKILL cycles per direction (each a run of the image: `respawn`).
 const KILL_CYCLES: u32 = 100;
 /// Bytes that must have moved in a cycle before the SIGKILL.
@@ -74,42 +85,6 @@ fn boot_listening(b: &NetBoot) -> Result<(NetGuest, usize, u64), String> {
         .map_err(|e| format!("{e}\n{}", n.g.tail()))?;
     let pid = n.pid().map_err(|e| format!("{e}\n{}", n.g.tail()))?;
     Ok((n, at, pid))
-}
-
-/// The network workers of `pid`: exactly one LWP named each, kernel-only,
-/// every signal held, flagged `K` in the rendered table; no user LWP has
-/// a worker's name.
-fn check_workers(n: &mut NetGuest, pid: u64) -> Result<(Lwp, Lwp), String> {
-    let v = n.g.ok(&format!("lwps {pid}"))?;
-    let (_, lwps) = parse_lwps(&v)?;
-    let table = render_lwps(&v);
-    let mut out = Vec::new();
-    for name in [RX_WORKER, TX_WORKER] {
-        let w = find(&lwps, name)?;
-        if !w.kernel_only || w.hold_mask.to_ascii_lowercase() != ALL_HELD {
-            return Err(format!(
-                "{name}: expected kernel_only and hold_mask {ALL_HELD}: {w:?}"
-            ));
-        }
-        let row = table
-            .lines()
-            .find(|r| r.split_whitespace().nth(2) == Some(name))
-            .ok_or_else(|| format!("no row for {name} in\n{table}"))?;
-        let flags = row.split_whitespace().nth(4).unwrap_or("");
-        if !flags.split(',').any(|f| f == "K") {
-            return Err(format!("{name}'s row lacks the K flag: `{row}`"));
-        }
-        out.push(w.clone());
-    }
-    if let Some(l) = lwps
-        .iter()
-        .find(|l| !l.kernel_only && l.name.starts_with("vnet"))
-    {
-        return Err(format!("a user LWP has a worker's name: {l:?}"));
-    }
-    let tx = out.pop().ok_or("unreachable")?;
-    let rx = out.pop().ok_or("unreachable")?;
-    Ok((rx, tx))
 }
 
 /// (a) + (c): 100 MB echoed on one connection (both directions at once)
@@ -175,7 +150,7 @@ fn check_rings_grow(n: &mut NetGuest, pid: u64, t: &EchoTransfer) -> Result<(), 
             ));
         }
     }
-    let (rxw, txw) = check_workers(n, pid)?;
+    let (rxw, txw, _) = check_workers(n, pid)?;
     if rx2.worker != Some(rxw.id) || tx2.worker != Some(txw.id) {
         return Err(format!(
             "the rings' workers {:?}/{:?} are not the LWPs {}/{}",
@@ -273,11 +248,16 @@ fn http_checks(addr: SocketAddr) -> Vec<(&'static str, Result<(), String>)> {
     out
 }
 
-/// (d) + (e): a storm of process-directed SIGUSR1 during an echo reaches
-/// only user threads (the workers stay kernel-only with every signal held,
-/// never in signal code, the same LWPs) and the echo completes intact;
-/// then `pstop` during another echo freezes both rings' counters for a
-/// second, and after `prun` that echo completes intact.
+/// (d) + (e): a storm of process-directed SIGUSR1 while echoes flow
+/// reaches only user threads: at every sample the workers are the same
+/// LWPs, kernel-only with every signal held, neither stopped nor in
+/// signal code, both rings in `RUN` with no request pending and the
+/// representative a user LWP; every echo completes byte-exact and the
+/// image's handler counted between 1 and all of the signals. Then `pstop`
+/// during another echo parks every LWP and freezes both rings' counters
+/// for a second; after `prun` the LWPs are the same ids, the workers
+/// still kernel-only with every signal held, and that echo completes
+/// intact.
 #[test]
 fn net_signal_storm_and_pstop_during_traffic() -> Result<(), String> {
     let (mut n, at, pid) = boot_listening(&NetBoot::echo())?;
@@ -289,67 +269,61 @@ fn net_signal_storm_and_pstop_during_traffic() -> Result<(), String> {
     checks.finish(&n.g)
 }
 
+/// The storm: `ctl kill -USR1` in a loop (the `echo` image has no flood
+/// of its own), each signal sent while an echo of `BUSY_BYTES` is in
+/// flight (a new one starts as soon as one ends), a `storm_sample` every
+/// `STORM_SAMPLE_EVERY` signals; it ends after `STORM_SIGNALS` or
+/// `STORM_TIME`, and must have sent `STORM_MIN_SIGNALS`.
 fn check_storm(n: &mut NetGuest, pid: u64, at: usize) -> Result<(), String> {
-    let t = EchoTransfer::start(n.service()?, BUSY_BYTES, 0x5eed_0002, STALL)?;
+    let mut seed = 0x5eed_1000;
+    let mut t = EchoTransfer::start(n.service()?, BUSY_BYTES, seed, STALL)?;
     t.wait_received(1_000_000, Duration::from_secs(120))?;
-    let (rx0, tx0) = check_workers(n, pid)?;
-    let (mut sent, mut during) = (0u32, 0u32);
-    while sent < STORM_SIGNALS {
-        let flowing = t.received() < t.total;
+    let (rx0, tx0, _) = check_workers(n, pid)?;
+    let (mut sent, mut echoes, mut samples) = (0u32, 0u32, 0u32);
+    let started = Instant::now();
+    while sent < STORM_SIGNALS && started.elapsed() < STORM_TIME {
+        if t.received() >= t.total {
+            t.join(ECHO_LIMIT)?
+                .check_complete()
+                .map_err(|e| format!("echo {} during the storm: {e}", echoes + 1))?;
+            echoes += 1;
+            seed += 1;
+            t = EchoTransfer::start(n.service()?, BUSY_BYTES, seed, STALL)?;
+            t.wait_received(1, Duration::from_secs(60))?;
+        }
         let v = n.g.ok(&format!("kill -USR1 {pid}"))?;
         if v["pid"] != pid || v["signal"] != 10 {
             return Err(format!("`kill -USR1 {pid}` said {v}"));
         }
         sent += 1;
-        if flowing {
-            during += 1;
-        }
-        if sent % 25 == 0 {
-            let (rx, tx) = check_workers(n, pid)?;
-            for (w, first) in [(&rx, &rx0), (&tx, &tx0)] {
-                if w.id != first.id {
-                    return Err(format!(
-                        "{} changed during the storm: {first:?} -> {w:?}",
-                        w.name
-                    ));
-                }
-                if let Some(wchan) = w.wchan.as_deref().filter(|c| c.contains("signal")) {
-                    return Err(format!(
-                        "{} waits in signal code ({wchan}) during the storm: {w:?}",
-                        w.name
-                    ));
-                }
-            }
+        if sent % STORM_SAMPLE_EVERY == 0 {
+            storm_sample(n, pid, &rx0, &tx0).map_err(|e| format!("after {sent} signals: {e}"))?;
+            samples += 1;
         }
     }
-    let report = t.join(ECHO_LIMIT)?;
-    report.check_complete()?;
-    if during < STORM_DURING_TRAFFIC {
+    let storm = started.elapsed();
+    storm_sample(n, pid, &rx0, &tx0).map_err(|e| format!("after the storm: {e}"))?;
+    t.join(ECHO_LIMIT)?
+        .check_complete()
+        .map_err(|e| format!("the last echo of the storm: {e}"))?;
+    echoes += 1;
+    println!(
+        "net storm: {sent} SIGUSR1 in {:.1} s ({:.0}/s), {samples} samples, {echoes} echoes of \
+         {} MB",
+        storm.as_secs_f64(),
+        f64::from(sent) / storm.as_secs_f64(),
+        mb(BUSY_BYTES)
+    );
+    if sent < STORM_MIN_SIGNALS {
         return Err(format!(
-            "only {during} of {sent} signals went out while the echo flowed (want \
-             {STORM_DURING_TRAFFIC}): make BUSY_BYTES larger"
+            "only {sent} signals in {:.0} s (want {STORM_MIN_SIGNALS}): `ctl kill` too slow",
+            STORM_TIME.as_secs_f64()
         ));
     }
-    let done = format!("done, {BUSY_BYTES} bytes");
-    let (i, _) = n.g.wait_line(
-        at,
-        &format!("`echo: client ... {done}`"),
-        |l| l.starts_with("echo: client ") && l.ends_with(&done),
-        Duration::from_secs(30),
-    )?;
-    let (_, line) = n.g.wait_line(
-        i,
-        "`echo: SIGUSR1 handled N times`",
-        |l| l.starts_with("echo: SIGUSR1 handled "),
-        Duration::from_secs(30),
-    )?;
-    let handled: u32 = line
-        .split_whitespace()
-        .nth(3)
-        .and_then(|w| w.parse().ok())
-        .ok_or_else(|| format!("unreadable {line:?}"))?;
+    let handled = wait_handled(n, at, echoes)?;
+    println!("net storm: the handler counted {handled} of {sent} (standard signals merge)");
     // Standard signals merge while pending: between 1 and all of them.
-    if handled == 0 || handled > sent {
+    if handled == 0 || handled > u64::from(sent) {
         return Err(format!(
             "{sent} SIGUSR1 sent, the handler counted {handled}"
         ));
@@ -360,15 +334,64 @@ fn check_storm(n: &mut NetGuest, pid: u64, at: usize) -> Result<(), String> {
     Ok(())
 }
 
+/// Waits for `echoes` client lines `done, BUSY_BYTES bytes` after `at`,
+/// then (up to 3 s) for a SIGUSR1 line after the last; returns the last
+/// `echo: SIGUSR1 handled N times` count (the running total).
+fn wait_handled(n: &NetGuest, at: usize, echoes: u32) -> Result<u64, String> {
+    let done = format!("done, {BUSY_BYTES} bytes");
+    let mut from = at;
+    for k in 0..echoes {
+        let (i, _) = n.g.wait_line(
+            from,
+            &format!("`echo: client ... {done}` ({} of {echoes})", k + 1),
+            |l| l.starts_with("echo: client ") && l.ends_with(&done),
+            Duration::from_secs(30),
+        )?;
+        from = i + 1;
+    }
+    let is_count = |l: &str| l.starts_with("echo: SIGUSR1 handled ");
+    let _ =
+        n.g.wait_line(from, "a count", is_count, Duration::from_secs(3));
+    let log = n.g.log();
+    let line = log
+        .lines()
+        .skip(at)
+        .filter(|l| is_count(l))
+        .last()
+        .ok_or("no `echo: SIGUSR1 handled N times` line after the storm's echoes")?;
+    line.split_whitespace()
+        .nth(3)
+        .and_then(|w| w.parse().ok())
+        .ok_or_else(|| format!("unreadable {line:?}"))
+}
+
+/// The ids listed under `key` in a `pstop` or `prun` reply.
+fn reply_ids(v: &serde_json::Value, key: &str) -> Result<BTreeSet<u64>, String> {
+    v.get(key)
+        .and_then(|a| a.as_array())
+        .ok_or_else(|| format!("no `{key}` list in {v}"))?
+        .iter()
+        .map(|id| id.as_u64().ok_or_else(|| format!("an odd id in {v}")))
+        .collect()
+}
+
 fn check_pstop(n: &mut NetGuest, pid: u64) -> Result<(), String> {
     let t = EchoTransfer::start(n.service()?, BUSY_BYTES, 0x5eed_0003, STALL)?;
     t.wait_received(2_000_000, Duration::from_secs(120))?;
-    n.g.ok(&format!("pstop {pid}"))?;
+    let (_, _, before) = check_workers(n, pid)?;
+    let stopped = n.g.ok(&format!("pstop {pid}"))?;
     let frozen = (|| {
         let lwps = n.g.lwps(pid)?;
         let running: Vec<&Lwp> = lwps.iter().filter(|l| !l.is_stopped()).collect();
         if !running.is_empty() {
             return Err(format!("after pstop, not parked: {running:?}"));
+        }
+        if identities(&lwps) != identities(&before) {
+            return Err(format!(
+                "pstop changed the LWPs: before {}, stopped {}",
+                summary(&before),
+                summary(&lwps)
+            ));
         }
         for name in [RX_WORKER, TX_WORKER] {
             find(&lwps, name)?;
@@ -390,10 +413,41 @@ fn check_pstop(n: &mut NetGuest, pid: u64) -> Result<(), String> {
         Ok(())
     })();
     // Resume whatever happened, so the transfer can end.
-    let resumed = n.g.ok(&format!("prun {pid}")).map(drop);
+    let resumed = n.g.ok(&format!("prun {pid}"));
     frozen?;
-    resumed?;
+    let resumed = resumed?;
+    let resumed_after = (|| {
+        // `prun` releases the LWPs; each unparks when it next runs.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let (rx, tx, after) = loop {
+            let (rx, tx, after) = check_workers(n, pid)?;
+            match after.iter().find(|l| l.is_stopped()) {
+                None => break (rx, tx, after),
+                Some(l) if Instant::now() >= deadline => {
+                    return Err(format!("still stopped 10 s after prun: {l:?}"));
+                }
+                Some(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        };
+        if identities(&after) != identities(&before) {
+            return Err(format!(
+                "the LWPs after prun are not those before pstop: before {}, after {}",
+                summary(&before),
+                summary(&after)
+            ));
+        }
+        check_rings_run(n, pid, &rx, &tx)?;
+        let ids: BTreeSet<u64> = before.iter().map(|l| l.id).collect();
+        for (reply, key) in [(&stopped, "stopped"), (&resumed, "running")] {
+            if reply_ids(reply, key)? != ids {
+                return Err(format!("the `{key}` ids {reply} are not the LWPs {ids:?}"));
+            }
+        }
+        Ok(())
+    })();
+    println!("net pstop: `pstop` said {stopped}, `prun` said {resumed}");
     let report = t.join(ECHO_LIMIT)?;
+    resumed_after?;
     report.check_complete()
 }
 
@@ -599,23 +653,6 @@ fn net_sigkill_mid_download_respawns() -> Result<(), String> {
         ));
     }
     check_cycle_memory(&n, KILL_CYCLES).map_err(|e| format!("{e}\n{}", n.g.tail()))
-}
-
-/// The sum of the drop counters: every ring's `drops` plus every `stats`
-/// figure whose name mentions `drop`.
-fn drop_count(n: &mut NetGuest) -> Result<u64, String> {
-    let rings: u64 = n.rings()?.iter().map(|r| r.drops).sum();
-    let stats = n.g.ok("stats")?;
-    let extra: u64 = stats
-        .as_object()
-        .map(|m| {
-            m.iter()
-                .filter(|(k, _)| k.contains("drop"))
-                .filter_map(|(_, v)| v.as_u64())
-                .sum()
-        })
-        .unwrap_or(0);
-    Ok(rings + extra)
 }
 
 /// (g): through the raw-frame link (`-netdev socket`, the guest at
