@@ -22,14 +22,16 @@ use spindle_tests::net::cycles::{
     check_cycle_memory, check_stats_back, client_ended, next_run, teardown_summary,
 };
 use spindle_tests::net::frames::{
-    GUEST_MAC, flood_frame, malformed_cleanup, malformed_frames, show_ip,
+    FrameLink, GUEST_IP, GUEST_MAC, HOST_IP, flood_frame, malformed_cleanup, malformed_frames,
+    show_ip,
 };
+use spindle_tests::net::session::{checksum_broken, echo_over_link};
 use spindle_tests::net::watch::{
     check_rings_run, check_workers, drop_count, identities, storm_sample,
 };
 use spindle_tests::net::{
     ECHO_PORT, EchoEnd, EchoTransfer, HttpConnection, NetBoot, NetGuest, RX_WORKER, STALL,
-    TX_WORKER, check_pattern, connect, http_get,
+    TX_WORKER, check_pattern, connect, fill_stream, http_get,
 };
 use std::collections::BTreeSet;
 use std::io::Read;
@@ -70,6 +72,8 @@ const FLOOD_MIN_DELIVERED: u64 = 1_000;
 /// a closed port, pings), at least this many must be answered during it
 /// (a Linux guest under TCG answers all of them).
 const FLOOD_MIN_ANSWERS: u64 = 100;
+/// Bytes echoed over a hand-built TCP connection on the raw-frame link.
+const LINK_ECHO_BYTES: usize = 50_000;
 
 fn mb(bytes: u64) -> f64 {
     bytes as f64 / 1e6
@@ -656,13 +660,17 @@ fn net_sigkill_mid_download_respawns() -> Result<(), String> {
 }
 
 /// (g): through the raw-frame link (`-netdev socket`, the guest at
-/// 192.168.76.2): the guest answers ARP, ping and a SYN to the echo port;
-/// then every malformed frame (truncated headers, bad checksums, bogus
-/// TCP options, lying lengths, 9000-byte frames), each followed by an ARP
-/// probe, then a flood of 10,000 frames; afterwards it still answers all
-/// three, the process still runs, the kernel neither panicked nor
-/// faulted, and a drop counter (`rings` drops or a `stats` figure
-/// mentioning drop) grew.
+/// 192.168.76.2): the guest answers ARP, ping and a SYN to the echo port,
+/// and echoes `LINK_ECHO_BYTES` over a TCP connection built by hand
+/// (`session::echo_over_link`). Then every malformed frame (truncated
+/// headers, bad checksums, bogus TCP options, lying lengths, 9000-byte
+/// frames), three times each and each followed by an ARP probe: the drop
+/// counters (`rings` drops plus `stats` figures mentioning drop) grow by
+/// at least one per frame with a broken checksum. Then a flood of 10,000
+/// frames: the drops grow again. Afterwards it still answers all three
+/// and echoes over a new hand-built connection, the process still runs
+/// (the echo image's client line names the connections), and the kernel
+/// neither panicked nor faulted.
 #[test]
 fn net_malformed_frames_leave_the_guest_answering() -> Result<(), String> {
     let b = NetBoot {
@@ -674,7 +682,7 @@ fn net_malformed_frames_leave_the_guest_answering() -> Result<(), String> {
     let Some(link) = n.link.take() else {
         return Err("no frame link".into());
     };
-    let up = |link: &spindle_tests::net::frames::FrameLink, seq: u16, wait: Duration| {
+    let up = |link: &FrameLink, seq: u16, wait: Duration| {
         let mac = link.arp_probe(wait)?;
         if mac != GUEST_MAC {
             return Err(format!(
@@ -684,13 +692,15 @@ fn net_malformed_frames_leave_the_guest_answering() -> Result<(), String> {
         link.ping(seq, wait)?;
         link.syn_ack(ECHO_PORT, 41000 + seq, wait)
     };
-    up(&link, 1, Duration::from_secs(60)).map_err(|e| {
-        format!(
-            "before any malformed frame, the guest at {} does not answer: {e}\n{}",
-            show_ip(spindle_tests::net::frames::GUEST_IP),
-            n.g.tail()
-        )
-    })?;
+    up(&link, 1, Duration::from_secs(60))
+        .and_then(|_| link_echo(&n, &link, 42001))
+        .map_err(|e| {
+            format!(
+                "before any malformed frame, the guest at {} does not serve: {e}\n{}",
+                show_ip(GUEST_IP),
+                n.g.tail()
+            )
+        })?;
     let drops_before = drop_count(&mut n).map_err(|e| format!("{e}\n{}", n.g.tail()))?;
     let mut checks = Checks::default();
     let r = (|| {
@@ -707,6 +717,26 @@ fn net_malformed_frames_leave_the_guest_answering() -> Result<(), String> {
         Ok(())
     })();
     checks.check("malformed frames one by one", r);
+    // Each frame above was followed by an answered ARP probe: the RX
+    // worker has judged them all.
+    let drops_malformed = drop_count(&mut n);
+    let r = drops_malformed.clone().and_then(|drops| {
+        let broken: Vec<&str> = malformed_frames()
+            .iter()
+            .filter(|(_, f)| checksum_broken(f))
+            .map(|(name, _)| *name)
+            .collect();
+        let want = 3 * broken.len() as u64;
+        println!("net malformed: drops {drops_before} before the malformed frames, {drops} after");
+        if drops < drops_before + want {
+            return Err(format!(
+                "the malformed frames raised the drops from {drops_before} to {drops}: want at \
+                 least {want} more (3 copies each of {broken:?}, whose checksums do not hold)"
+            ));
+        }
+        Ok(())
+    });
+    checks.check("drops from the malformed frames", r);
     let r = (|| {
         let (rx0, _) = n.rx_tx(pid)?;
         let answers = link.flood(FLOOD_FRAMES, flood_frame)?;
@@ -718,27 +748,27 @@ fn net_malformed_frames_leave_the_guest_answering() -> Result<(), String> {
             ));
         }
         let (rx1, _) = n.rx_tx(pid)?;
-        if rx1.frames < rx0.frames + FLOOD_MIN_DELIVERED {
+        let delivered = rx1.frames.saturating_sub(rx0.frames);
+        if delivered < FLOOD_MIN_DELIVERED {
             return Err(format!(
-                "the RX ring counted {} frames during a flood of {FLOOD_FRAMES} (want at least \
-                 {FLOOD_MIN_DELIVERED})",
-                rx1.frames - rx0.frames.min(rx1.frames)
+                "the RX ring counted {delivered} frames during a flood of {FLOOD_FRAMES} (want \
+                 at least {FLOOD_MIN_DELIVERED})"
+            ));
+        }
+        // A third of the flood has a broken checksum.
+        let (before, drops) = (drops_malformed?, drop_count(&mut n)?);
+        println!("net malformed: {delivered} flood frames delivered, drops {before} -> {drops}");
+        if drops <= before {
+            return Err(format!(
+                "the flood ({delivered} frames delivered, a third with broken checksums) \
+                 counted no drop: {before} before, {drops} after"
             ));
         }
         Ok(())
     })();
     checks.check("flood", r);
-    let r = (|| {
-        let drops = drop_count(&mut n)?;
-        if drops <= drops_before {
-            return Err(format!(
-                "no drop counted: rings drops + stats drop figures {drops_before} before, \
-                 {drops} after"
-            ));
-        }
-        Ok(())
-    })();
-    checks.check("drops counted", r);
+    let r = link_echo(&n, &link, 42002);
+    checks.check("echo over the link after the flood", r);
     let r = (|| {
         let procs = parse_ps(&n.g.ok("ps")?)?;
         if !procs.iter().any(|p| p.pid == pid && p.state == "running") {
@@ -758,6 +788,33 @@ fn net_malformed_frames_leave_the_guest_answering() -> Result<(), String> {
     })();
     checks.check("still up", r);
     checks.finish(&n.g)
+}
+
+/// `LINK_ECHO_BYTES` of the seeded stream echoed over a hand-built TCP
+/// connection from `sport`: every byte back in order, and the image's
+/// line `echo: client 192.168.76.1:SPORT done, N bytes`.
+fn link_echo(n: &NetGuest, link: &FrameLink, sport: u16) -> Result<(), String> {
+    let mut data = vec![0u8; LINK_ECHO_BYTES];
+    fill_stream(u64::from(sport), 0, &mut data);
+    let back = echo_over_link(link, ECHO_PORT, sport, &data, Duration::from_secs(30))
+        .map_err(|e| format!("echo over the link from port {sport}: {e}"))?;
+    if let Some(i) = (0..data.len()).find(|&i| back.get(i) != Some(&data[i])) {
+        return Err(format!(
+            "echo over the link from port {sport}: {} bytes back, the first wrong at {i}",
+            back.len()
+        ));
+    }
+    let line = format!(
+        "echo: client {}:{sport} done, {LINK_ECHO_BYTES} bytes",
+        show_ip(HOST_IP)
+    );
+    n.g.wait_line(
+        0,
+        &format!("`{line}`"),
+        |l| l == line,
+        Duration::from_secs(30),
+    )
+    .map(drop)
 }
 
 /// The images and the clients agree on the host (no guest): `echo` run
