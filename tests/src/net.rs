@@ -2,14 +2,18 @@
 //! (`echo`, `http`) with TCP ports forwarded from 127.0.0.1 (free ports,
 //! so guests boot in parallel) or on a raw-frame link, its control
 //! channel, and host-side clients: a checked echo stream, HTTP GET, and
-//! hand-built frames (`frames`).
+//! hand-built frames and TCP (`frames`, `session`); `watch` and `cycles`
+//! judge what the control channel and the console show.
 //!
 //! Theory: every socket has read and write timeouts and every wait a
 //! deadline, so a guest that stops answering fails a test with a message,
 //! never hangs it. A failure message names what was expected and what
 //! came instead; the caller adds the console's tail.
 
+pub mod cycles;
 pub mod frames;
+pub mod session;
+pub mod watch;
 
 use crate::ctl::{CtlGuest, Prepared, TargetBoot};
 use serde_json::Value;

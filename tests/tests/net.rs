@@ -15,17 +15,27 @@
 //! no `echo: listening on 0.0.0.0:7777` line).
 
 use spindle_runner::ctl::render::{render_lwps, render_rings};
-use spindle_runner::images::{ProcessEnd, parse_process_log};
-use spindle_tests::ctl::{ALL_HELD, Checks, Lwp, find, parse_lwps, parse_ps, prepare};
+use spindle_runner::images::parse_process_log;
+use spindle_tests::ctl::{
+    Checks, Lwp, Stats, find, parse_lwps, parse_ps, parse_stats, prepare, summary,
+};
 use spindle_tests::host::HostImage;
-use spindle_tests::images::HEAP_SLACK_BYTES;
+use spindle_tests::net::cycles::{
+    check_cycle_memory, check_stats_back, client_ended, next_run, teardown_summary,
+};
 use spindle_tests::net::frames::{
-    GUEST_MAC, flood_frame, malformed_cleanup, malformed_frames, show_ip,
+    FrameLink, GUEST_IP, GUEST_MAC, HOST_IP, flood_frame, malformed_cleanup, malformed_frames,
+    show_ip,
+};
+use spindle_tests::net::session::{checksum_broken, echo_over_link};
+use spindle_tests::net::watch::{
+    check_rings_run, check_workers, drop_count, identities, storm_sample,
 };
 use spindle_tests::net::{
     ECHO_PORT, EchoEnd, EchoTransfer, HttpConnection, NetBoot, NetGuest, RX_WORKER, STALL,
-    TX_WORKER, check_pattern, connect, http_get,
+    TX_WORKER, check_pattern, connect, fill_stream, http_get,
 };
+use std::collections::BTreeSet;
 use std::io::Read;
 use std::net::SocketAddr;
 use std::process::Command;
@@ -38,10 +48,19 @@ const ECHO_BYTES: u64 = 100_000_000;
 const ECHO_LIMIT: Duration = Duration::from_secs(600);
 /// Transfers that must still be flowing while the control channel works.
 const BUSY_BYTES: u64 = 64_000_000;
-/// Signals of the storm (process-directed SIGUSR1, one `ctl kill` each).
-const STORM_SIGNALS: u32 = 200;
-/// Of those, at least this many must be sent while the echo still flows.
-const STORM_DURING_TRAFFIC: u32 = 20;
+/// Signals of the storm (process-directed SIGUSR1, one `ctl kill` each,
+/// all while an echo flows). The viona model's test list asks for
+/// 10,000, but `ctl kill` is the only way in (the `echo` image has no
+/// flood of its own) and the channel takes one command at a time, the
+/// `ctl` thread sleeping 5 ms whenever its UART is empty: about 200 a
+/// second, so 3,000 fill 15 s.
+const STORM_SIGNALS: u32 = 3_000;
+/// The storm ends early after this long (a loaded host).
+const STORM_TIME: Duration = Duration::from_secs(15);
+/// The storm must have sent at least this many.
+const STORM_MIN_SIGNALS: u32 = 1_000;
+/// A `storm_sample` (`lwps`, `rings`, `ps`) every this many signals.
+const STORM_SAMPLE_EVERY: u32 = 100;
 /// SIGKILL cycles per direction (each a run of the image: `respawn`).
 const KILL_CYCLES: u32 = 100;
 /// Bytes that must have moved in a cycle before the SIGKILL.
@@ -55,6 +74,8 @@ const FLOOD_MIN_DELIVERED: u64 = 1_000;
 /// a closed port, pings), at least this many must be answered during it
 /// (a Linux guest under TCG answers all of them).
 const FLOOD_MIN_ANSWERS: u64 = 100;
+/// Bytes echoed over a hand-built TCP connection on the raw-frame link.
+const LINK_ECHO_BYTES: usize = 50_000;
 
 fn mb(bytes: u64) -> f64 {
     bytes as f64 / 1e6
@@ -70,42 +91,6 @@ fn boot_listening(b: &NetBoot) -> Result<(NetGuest, usize, u64), String> {
         .map_err(|e| format!("{e}\n{}", n.g.tail()))?;
     let pid = n.pid().map_err(|e| format!("{e}\n{}", n.g.tail()))?;
     Ok((n, at, pid))
-}
-
-/// The network workers of `pid`: exactly one LWP named each, kernel-only,
-/// every signal held, flagged `K` in the rendered table; no user LWP has
-/// a worker's name.
-fn check_workers(n: &mut NetGuest, pid: u64) -> Result<(Lwp, Lwp), String> {
-    let v = n.g.ok(&format!("lwps {pid}"))?;
-    let (_, lwps) = parse_lwps(&v)?;
-    let table = render_lwps(&v);
-    let mut out = Vec::new();
-    for name in [RX_WORKER, TX_WORKER] {
-        let w = find(&lwps, name)?;
-        if !w.kernel_only || w.hold_mask.to_ascii_lowercase() != ALL_HELD {
-            return Err(format!(
-                "{name}: expected kernel_only and hold_mask {ALL_HELD}: {w:?}"
-            ));
-        }
-        let row = table
-            .lines()
-            .find(|r| r.split_whitespace().nth(2) == Some(name))
-            .ok_or_else(|| format!("no row for {name} in\n{table}"))?;
-        let flags = row.split_whitespace().nth(4).unwrap_or("");
-        if !flags.split(',').any(|f| f == "K") {
-            return Err(format!("{name}'s row lacks the K flag: `{row}`"));
-        }
-        out.push(w.clone());
-    }
-    if let Some(l) = lwps
-        .iter()
-        .find(|l| !l.kernel_only && l.name.starts_with("vnet"))
-    {
-        return Err(format!("a user LWP has a worker's name: {l:?}"));
-    }
-    let tx = out.pop().ok_or("unreachable")?;
-    let rx = out.pop().ok_or("unreachable")?;
-    Ok((rx, tx))
 }
 
 /// (a) + (c): 100 MB echoed on one connection (both directions at once)
@@ -171,7 +156,7 @@ fn check_rings_grow(n: &mut NetGuest, pid: u64, t: &EchoTransfer) -> Result<(), 
             ));
         }
     }
-    let (rxw, txw) = check_workers(n, pid)?;
+    let (rxw, txw, _) = check_workers(n, pid)?;
     if rx2.worker != Some(rxw.id) || tx2.worker != Some(txw.id) {
         return Err(format!(
             "the rings' workers {:?}/{:?} are not the LWPs {}/{}",
@@ -269,11 +254,16 @@ fn http_checks(addr: SocketAddr) -> Vec<(&'static str, Result<(), String>)> {
     out
 }
 
-/// (d) + (e): a storm of process-directed SIGUSR1 during an echo reaches
-/// only user threads (the workers stay kernel-only with every signal held,
-/// never in signal code, the same LWPs) and the echo completes intact;
-/// then `pstop` during another echo freezes both rings' counters for a
-/// second, and after `prun` that echo completes intact.
+/// (d) + (e): a storm of process-directed SIGUSR1 while echoes flow
+/// reaches only user threads: at every sample the workers are the same
+/// LWPs, kernel-only with every signal held, neither stopped nor in
+/// signal code, both rings in `RUN` with no request pending and the
+/// representative a user LWP; every echo completes byte-exact and the
+/// image's handler counted between 1 and all of the signals. Then `pstop`
+/// during another echo parks every LWP and freezes both rings' counters
+/// for a second; after `prun` the LWPs are the same ids, the workers
+/// still kernel-only with every signal held, and that echo completes
+/// intact.
 #[test]
 fn net_signal_storm_and_pstop_during_traffic() -> Result<(), String> {
     let (mut n, at, pid) = boot_listening(&NetBoot::echo())?;
@@ -285,67 +275,61 @@ fn net_signal_storm_and_pstop_during_traffic() -> Result<(), String> {
     checks.finish(&n.g)
 }
 
+/// The storm: `ctl kill -USR1` in a loop (the `echo` image has no flood
+/// of its own), each signal sent while an echo of `BUSY_BYTES` is in
+/// flight (a new one starts as soon as one ends), a `storm_sample` every
+/// `STORM_SAMPLE_EVERY` signals; it ends after `STORM_SIGNALS` or
+/// `STORM_TIME`, and must have sent `STORM_MIN_SIGNALS`.
 fn check_storm(n: &mut NetGuest, pid: u64, at: usize) -> Result<(), String> {
-    let t = EchoTransfer::start(n.service()?, BUSY_BYTES, 0x5eed_0002, STALL)?;
+    let mut seed = 0x5eed_1000;
+    let mut t = EchoTransfer::start(n.service()?, BUSY_BYTES, seed, STALL)?;
     t.wait_received(1_000_000, Duration::from_secs(120))?;
-    let (rx0, tx0) = check_workers(n, pid)?;
-    let (mut sent, mut during) = (0u32, 0u32);
-    while sent < STORM_SIGNALS {
-        let flowing = t.received() < t.total;
+    let (rx0, tx0, _) = check_workers(n, pid)?;
+    let (mut sent, mut echoes, mut samples) = (0u32, 0u32, 0u32);
+    let started = Instant::now();
+    while sent < STORM_SIGNALS && started.elapsed() < STORM_TIME {
+        if t.received() >= t.total {
+            t.join(ECHO_LIMIT)?
+                .check_complete()
+                .map_err(|e| format!("echo {} during the storm: {e}", echoes + 1))?;
+            echoes += 1;
+            seed += 1;
+            t = EchoTransfer::start(n.service()?, BUSY_BYTES, seed, STALL)?;
+            t.wait_received(1, Duration::from_secs(60))?;
+        }
         let v = n.g.ok(&format!("kill -USR1 {pid}"))?;
         if v["pid"] != pid || v["signal"] != 10 {
             return Err(format!("`kill -USR1 {pid}` said {v}"));
         }
         sent += 1;
-        if flowing {
-            during += 1;
-        }
-        if sent % 25 == 0 {
-            let (rx, tx) = check_workers(n, pid)?;
-            for (w, first) in [(&rx, &rx0), (&tx, &tx0)] {
-                if w.id != first.id {
-                    return Err(format!(
-                        "{} changed during the storm: {first:?} -> {w:?}",
-                        w.name
-                    ));
-                }
-                if let Some(wchan) = w.wchan.as_deref().filter(|c| c.contains("signal")) {
-                    return Err(format!(
-                        "{} waits in signal code ({wchan}) during the storm: {w:?}",
-                        w.name
-                    ));
-                }
-            }
+        if sent % STORM_SAMPLE_EVERY == 0 {
+            storm_sample(n, pid, &rx0, &tx0).map_err(|e| format!("after {sent} signals: {e}"))?;
+            samples += 1;
         }
     }
-    let report = t.join(ECHO_LIMIT)?;
-    report.check_complete()?;
-    if during < STORM_DURING_TRAFFIC {
+    let storm = started.elapsed();
+    storm_sample(n, pid, &rx0, &tx0).map_err(|e| format!("after the storm: {e}"))?;
+    t.join(ECHO_LIMIT)?
+        .check_complete()
+        .map_err(|e| format!("the last echo of the storm: {e}"))?;
+    echoes += 1;
+    println!(
+        "net storm: {sent} SIGUSR1 in {:.1} s ({:.0}/s), {samples} samples, {echoes} echoes of \
+         {} MB",
+        storm.as_secs_f64(),
+        f64::from(sent) / storm.as_secs_f64(),
+        mb(BUSY_BYTES)
+    );
+    if sent < STORM_MIN_SIGNALS {
         return Err(format!(
-            "only {during} of {sent} signals went out while the echo flowed (want \
-             {STORM_DURING_TRAFFIC}): make BUSY_BYTES larger"
+            "only {sent} signals in {:.0} s (want {STORM_MIN_SIGNALS}): `ctl kill` too slow",
+            STORM_TIME.as_secs_f64()
         ));
     }
-    let done = format!("done, {BUSY_BYTES} bytes");
-    let (i, _) = n.g.wait_line(
-        at,
-        &format!("`echo: client ... {done}`"),
-        |l| l.starts_with("echo: client ") && l.ends_with(&done),
-        Duration::from_secs(30),
-    )?;
-    let (_, line) = n.g.wait_line(
-        i,
-        "`echo: SIGUSR1 handled N times`",
-        |l| l.starts_with("echo: SIGUSR1 handled "),
-        Duration::from_secs(30),
-    )?;
-    let handled: u32 = line
-        .split_whitespace()
-        .nth(3)
-        .and_then(|w| w.parse().ok())
-        .ok_or_else(|| format!("unreadable {line:?}"))?;
+    let handled = wait_handled(n, at, echoes)?;
+    println!("net storm: the handler counted {handled} of {sent} (standard signals merge)");
     // Standard signals merge while pending: between 1 and all of them.
-    if handled == 0 || handled > sent {
+    if handled == 0 || handled > u64::from(sent) {
         return Err(format!(
             "{sent} SIGUSR1 sent, the handler counted {handled}"
         ));
@@ -356,15 +340,64 @@ fn check_storm(n: &mut NetGuest, pid: u64, at: usize) -> Result<(), String> {
     Ok(())
 }
 
+/// Waits for `echoes` client lines `done, BUSY_BYTES bytes` after `at`,
+/// then (up to 3 s) for a SIGUSR1 line after the last; returns the last
+/// `echo: SIGUSR1 handled N times` count (the running total).
+fn wait_handled(n: &NetGuest, at: usize, echoes: u32) -> Result<u64, String> {
+    let done = format!("done, {BUSY_BYTES} bytes");
+    let mut from = at;
+    for k in 0..echoes {
+        let (i, _) = n.g.wait_line(
+            from,
+            &format!("`echo: client ... {done}` ({} of {echoes})", k + 1),
+            |l| l.starts_with("echo: client ") && l.ends_with(&done),
+            Duration::from_secs(30),
+        )?;
+        from = i + 1;
+    }
+    let is_count = |l: &str| l.starts_with("echo: SIGUSR1 handled ");
+    let _ =
+        n.g.wait_line(from, "a count", is_count, Duration::from_secs(3));
+    let log = n.g.log();
+    let line = log
+        .lines()
+        .skip(at)
+        .filter(|l| is_count(l))
+        .last()
+        .ok_or("no `echo: SIGUSR1 handled N times` line after the storm's echoes")?;
+    line.split_whitespace()
+        .nth(3)
+        .and_then(|w| w.parse().ok())
+        .ok_or_else(|| format!("unreadable {line:?}"))
+}
+
+/// The ids listed under `key` in a `pstop` or `prun` reply.
+fn reply_ids(v: &serde_json::Value, key: &str) -> Result<BTreeSet<u64>, String> {
+    v.get(key)
+        .and_then(|a| a.as_array())
+        .ok_or_else(|| format!("no `{key}` list in {v}"))?
+        .iter()
+        .map(|id| id.as_u64().ok_or_else(|| format!("an odd id in {v}")))
+        .collect()
+}
+
 fn check_pstop(n: &mut NetGuest, pid: u64) -> Result<(), String> {
     let t = EchoTransfer::start(n.service()?, BUSY_BYTES, 0x5eed_0003, STALL)?;
     t.wait_received(2_000_000, Duration::from_secs(120))?;
-    n.g.ok(&format!("pstop {pid}"))?;
+    let (_, _, before) = check_workers(n, pid)?;
+    let stopped = n.g.ok(&format!("pstop {pid}"))?;
     let frozen = (|| {
         let lwps = n.g.lwps(pid)?;
         let running: Vec<&Lwp> = lwps.iter().filter(|l| !l.is_stopped()).collect();
         if !running.is_empty() {
             return Err(format!("after pstop, not parked: {running:?}"));
+        }
+        if identities(&lwps) != identities(&before) {
+            return Err(format!(
+                "pstop changed the LWPs: before {}, stopped {}",
+                summary(&before),
+                summary(&lwps)
+            ));
         }
         for name in [RX_WORKER, TX_WORKER] {
             find(&lwps, name)?;
@@ -386,92 +419,42 @@ fn check_pstop(n: &mut NetGuest, pid: u64) -> Result<(), String> {
         Ok(())
     })();
     // Resume whatever happened, so the transfer can end.
-    let resumed = n.g.ok(&format!("prun {pid}")).map(drop);
+    let resumed = n.g.ok(&format!("prun {pid}"));
     frozen?;
-    resumed?;
+    let resumed = resumed?;
+    let resumed_after = (|| {
+        // `prun` releases the LWPs; each unparks when it next runs.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let (rx, tx, after) = loop {
+            let (rx, tx, after) = check_workers(n, pid)?;
+            match after.iter().find(|l| l.is_stopped()) {
+                None => break (rx, tx, after),
+                Some(l) if Instant::now() >= deadline => {
+                    return Err(format!("still stopped 10 s after prun: {l:?}"));
+                }
+                Some(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        };
+        if identities(&after) != identities(&before) {
+            return Err(format!(
+                "the LWPs after prun are not those before pstop: before {}, after {}",
+                summary(&before),
+                summary(&after)
+            ));
+        }
+        check_rings_run(n, pid, &rx, &tx)?;
+        let ids: BTreeSet<u64> = before.iter().map(|l| l.id).collect();
+        for (reply, key) in [(&stopped, "stopped"), (&resumed, "running")] {
+            if reply_ids(reply, key)? != ids {
+                return Err(format!("the `{key}` ids {reply} are not the LWPs {ids:?}"));
+            }
+        }
+        Ok(())
+    })();
+    println!("net pstop: `pstop` said {stopped}, `prun` said {resumed}");
     let report = t.join(ECHO_LIMIT)?;
+    resumed_after?;
     report.check_complete()
-}
-
-/// One SIGKILL cycle's outcome on the host side: the client ended with an
-/// error or EOF (never a stall), having moved this many bytes.
-fn client_ended(end: &EchoEnd, moved: u64, total: u64) -> Result<(), String> {
-    match end {
-        EchoEnd::EarlyEof | EchoEnd::Error(..) => Ok(()),
-        EchoEnd::Complete => Err(format!("all {total} bytes came back despite the SIGKILL")),
-        EchoEnd::Stalled(why) => Err(format!(
-            "the host client hung after the SIGKILL ({why}, {moved} bytes moved): the dying \
-             process's connections must be reset or closed"
-        )),
-    }
-}
-
-/// Waits for the kernel's line that `image` (pid) was killed by SIGKILL;
-/// returns its index.
-fn wait_killed(n: &NetGuest, from: usize, pid: u64) -> Result<usize, String> {
-    let end = format!(
-        "spindle: process {} (pid {pid}) killed by signal 9",
-        n.image
-    );
-    let (at, line) = n.g.wait_line(
-        from,
-        &format!("`{end}`"),
-        |l| l.contains(&end),
-        n.g.timeout(),
-    )?;
-    if line.contains("core dumped") {
-        return Err(format!("SIGKILL dumped core: {line:?}"));
-    }
-    Ok(at)
-}
-
-/// After the cycles: every run killed by 9 (no core), a memory line
-/// before each run and after each killed one, and from run 2 on the frames
-/// exactly back after each run and the heap within `HEAP_SLACK_BYTES`,
-/// without growth over the runs.
-fn check_cycle_memory(n: &NetGuest, cycles: u32) -> Result<(), String> {
-    let log = parse_process_log(&n.g.log());
-    let cycles = cycles as usize;
-    let killed = log
-        .ends
-        .iter()
-        .filter(|e| matches!(e, ProcessEnd::Killed { signal, .. } if signal == "9"))
-        .count();
-    if killed != cycles || log.ends.len() != cycles || !log.dumped_core.is_empty() {
-        return Err(format!(
-            "expected {cycles} runs killed by signal 9 without a core: ends {:?}",
-            log.ends
-        ));
-    }
-    let (before, after) = (&log.memory_before, &log.memory_after);
-    if before.len() < cycles + 1 || after.len() != cycles {
-        return Err(format!(
-            "expected {} `memory before process` and {cycles} `memory after exit` lines, saw \
-             {} and {}",
-            cycles + 1,
-            before.len(),
-            after.len()
-        ));
-    }
-    for run in 1..cycles {
-        let (b, a) = (before[run], after[run]);
-        if a.free_frames != b.free_frames || a.heap_bytes.abs_diff(b.heap_bytes) > HEAP_SLACK_BYTES
-        {
-            return Err(format!(
-                "run {}: memory before {b:?}, after its SIGKILL {a:?}: not back",
-                run + 1
-            ));
-        }
-    }
-    if cycles >= 2 {
-        let (settled, last) = (after[1].heap_bytes, after[cycles - 1].heap_bytes);
-        if last > settled + HEAP_SLACK_BYTES {
-            return Err(format!(
-                "heap after run {cycles} is {last} bytes, run 2 left {settled}: the heap grows"
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// The fallbacks: the `pc` machine (PCI configuration through port I/O,
@@ -519,15 +502,6 @@ fn net_intx_on_the_pc_machine_echoes() -> Result<(), String> {
     Ok(())
 }
 
-/// `ctl stats` of an idle guest: free frames, heap bytes, LWPs, processes.
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct Stats {
-    free_frames: u64,
-    heap_bytes: u64,
-    lwps: u64,
-    processes: u64,
-}
-
 /// `ctl stats` once every user LWP of `pid` sleeps in a socket call (the
 /// image waits in `accept`): a process that has just printed its
 /// listening line may still touch a page or two on its way there.
@@ -548,49 +522,7 @@ fn settled_stats(n: &mut NetGuest, pid: u64) -> Result<Stats, String> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let v = n.g.ok("stats")?;
-    let field = |name: &str| {
-        v.get(name)
-            .and_then(|f| f.as_u64())
-            .ok_or_else(|| format!("stats reply without {name}: {v}"))
-    };
-    Ok(Stats {
-        free_frames: field("free_frames")?,
-        heap_bytes: field("heap_bytes")?,
-        lwps: field("lwps")?,
-        processes: field("processes")?,
-    })
-}
-
-/// Free frames two live runs may differ by at the same point (listening,
-/// every user LWP in `accept`): a running process's page use varies by a
-/// page with timing (seen: one frame either way). The exact comparison is
-/// between runs, with no process, in `check_cycle_memory`; a frame leaked
-/// per cycle would show here as 99.
-const LIVE_FRAME_SLACK: u64 = 2;
-
-/// `ctl stats` with run 2 listening against the same with the last run
-/// listening (both idle, the device attached, its workers asleep): the
-/// same LWPs and processes, frames within `LIVE_FRAME_SLACK`, the heap
-/// within `HEAP_SLACK_BYTES`. Prints both, for the record.
-fn check_stats_back(what: &str, before: Stats, after: Stats) -> Result<(), String> {
-    println!("{what}: stats with run 2 listening {before:?}");
-    println!(
-        "{what}: stats with run {} listening {after:?}",
-        KILL_CYCLES + 1
-    );
-    let same = before.free_frames.abs_diff(after.free_frames) <= LIVE_FRAME_SLACK
-        && before.lwps == after.lwps
-        && before.processes == after.processes
-        && before.heap_bytes.abs_diff(after.heap_bytes) <= HEAP_SLACK_BYTES;
-    if same {
-        Ok(())
-    } else {
-        Err(format!(
-            "{what}: stats not back after {KILL_CYCLES} kill cycles: {before:?} before, \
-             {after:?} after"
-        ))
-    }
+    parse_stats(&n.g.ok("stats")?)
 }
 
 /// A kill cycle's failure message: which cycle, what, the console tail.
@@ -598,24 +530,13 @@ fn cycle_failure(n: &NetGuest, cycle: u32, e: String) -> String {
     format!("cycle {} of {KILL_CYCLES}: {e}\n{}", cycle + 1, n.g.tail())
 }
 
-/// After a SIGKILL of `pid` (console lines from `at` on): the kernel
-/// reports the death, the next run (`respawn`) listens, with another pid.
-/// Returns where its listening line is and its pid.
-fn next_run(n: &mut NetGuest, at: usize, pid: u64) -> Result<(usize, u64), String> {
-    let killed = wait_killed(n, at, pid)?;
-    let at = n.wait_listening(killed + 1)?;
-    let next = n.pid()?;
-    if next == pid {
-        return Err(format!("the next run has the same pid {pid}"));
-    }
-    Ok((at, next))
-}
-
 /// (f), host to guest: `KILL_CYCLES` times, an echo (host sending, guest
 /// reading and echoing) is cut by SIGKILL after `KILL_AFTER_BYTES`; the
 /// host client sees an error or EOF, never a hang; the kernel reports the
-/// death, prints its memory lines, and the next run (`respawn`) serves
-/// again. Memory comes back after every run.
+/// death and a teardown with both workers inside, prints its memory
+/// lines, `rings` no longer lists the dead pid, and the next run
+/// (`respawn`) has its rings in `RUN` and serves again (every cycle:
+/// `cycles::next_run`). Memory comes back after every run.
 #[test]
 fn net_sigkill_mid_echo_respawns() -> Result<(), String> {
     let b = NetBoot {
@@ -624,7 +545,8 @@ fn net_sigkill_mid_echo_respawns() -> Result<(), String> {
     };
     let (mut n, mut at, mut pid) = boot_listening(&b)?;
     let fail = cycle_failure;
-    let mut settled = None;
+    let (mut settled, mut teardowns) = (None, Vec::new());
+    let started = Instant::now();
     for cycle in 0..KILL_CYCLES {
         if cycle == 1 {
             settled = Some(settled_stats(&mut n, pid).map_err(|e| fail(&n, cycle, e))?);
@@ -646,11 +568,20 @@ fn net_sigkill_mid_echo_respawns() -> Result<(), String> {
                 format!("corrupt echo before the kill: {report:?}"),
             ));
         }
-        (at, pid) = next_run(&mut n, at, pid).map_err(|e| fail(&n, cycle, e))?;
+        let (next_at, next, teardown) =
+            next_run(&mut n, at, pid).map_err(|e| fail(&n, cycle, e))?;
+        (at, pid) = (next_at, next);
+        teardowns.push(teardown);
     }
+    println!(
+        "{} in {:.1} s",
+        teardown_summary("echo", &teardowns),
+        started.elapsed().as_secs_f64()
+    );
     let after = settled_stats(&mut n, pid)?;
     let before = settled.ok_or("fewer than 2 cycles")?;
-    check_stats_back("echo", before, after).map_err(|e| format!("{e}\n{}", n.g.tail()))?;
+    check_stats_back("echo", KILL_CYCLES, before, after)
+        .map_err(|e| format!("{e}\n{}", n.g.tail()))?;
     // The last run serves a whole echo.
     let t = EchoTransfer::start(n.service()?, 1_000_000, 99, STALL)?;
     t.join(ECHO_LIMIT)
@@ -671,7 +602,8 @@ fn net_sigkill_mid_download_respawns() -> Result<(), String> {
     };
     let (mut n, mut at, mut pid) = boot_listening(&b)?;
     let fail = cycle_failure;
-    let mut settled = None;
+    let (mut settled, mut teardowns) = (None, Vec::new());
+    let started = Instant::now();
     for cycle in 0..KILL_CYCLES {
         if cycle == 1 {
             settled = Some(settled_stats(&mut n, pid).map_err(|e| fail(&n, cycle, e))?);
@@ -722,11 +654,20 @@ fn net_sigkill_mid_download_respawns() -> Result<(), String> {
             ));
         }
         client_ended(&end, got, HUGE).map_err(|e| fail(&n, cycle, e))?;
-        (at, pid) = next_run(&mut n, at, pid).map_err(|e| fail(&n, cycle, e))?;
+        let (next_at, next, teardown) =
+            next_run(&mut n, at, pid).map_err(|e| fail(&n, cycle, e))?;
+        (at, pid) = (next_at, next);
+        teardowns.push(teardown);
     }
+    println!(
+        "{} in {:.1} s",
+        teardown_summary("download", &teardowns),
+        started.elapsed().as_secs_f64()
+    );
     let after = settled_stats(&mut n, pid)?;
     let before = settled.ok_or("fewer than 2 cycles")?;
-    check_stats_back("download", before, after).map_err(|e| format!("{e}\n{}", n.g.tail()))?;
+    check_stats_back("download", KILL_CYCLES, before, after)
+        .map_err(|e| format!("{e}\n{}", n.g.tail()))?;
     let resp = http_get(n.service()?, "/bytes/100000")
         .map_err(|e| format!("after the cycles: {e}\n{}", n.g.tail()))?;
     if resp.status != 200 || resp.body.len() != 100_000 {
@@ -740,31 +681,18 @@ fn net_sigkill_mid_download_respawns() -> Result<(), String> {
     check_cycle_memory(&n, KILL_CYCLES).map_err(|e| format!("{e}\n{}", n.g.tail()))
 }
 
-/// The sum of the drop counters: every ring's `drops` plus every `stats`
-/// figure whose name mentions `drop`.
-fn drop_count(n: &mut NetGuest) -> Result<u64, String> {
-    let rings: u64 = n.rings()?.iter().map(|r| r.drops).sum();
-    let stats = n.g.ok("stats")?;
-    let extra: u64 = stats
-        .as_object()
-        .map(|m| {
-            m.iter()
-                .filter(|(k, _)| k.contains("drop"))
-                .filter_map(|(_, v)| v.as_u64())
-                .sum()
-        })
-        .unwrap_or(0);
-    Ok(rings + extra)
-}
-
 /// (g): through the raw-frame link (`-netdev socket`, the guest at
-/// 192.168.76.2): the guest answers ARP, ping and a SYN to the echo port;
-/// then every malformed frame (truncated headers, bad checksums, bogus
-/// TCP options, lying lengths, 9000-byte frames), each followed by an ARP
-/// probe, then a flood of 10,000 frames; afterwards it still answers all
-/// three, the process still runs, the kernel neither panicked nor
-/// faulted, and a drop counter (`rings` drops or a `stats` figure
-/// mentioning drop) grew.
+/// 192.168.76.2): the guest answers ARP, ping and a SYN to the echo port,
+/// and echoes `LINK_ECHO_BYTES` over a TCP connection built by hand
+/// (`session::echo_over_link`). Then every malformed frame (truncated
+/// headers, bad checksums, bogus TCP options, lying lengths, 9000-byte
+/// frames), three times each and each followed by an ARP probe: the drop
+/// counters (`rings` drops plus `stats` figures mentioning drop) grow by
+/// at least one per frame with a broken checksum. Then a flood of 10,000
+/// frames: the drops grow again. Afterwards it still answers all three
+/// and echoes over a new hand-built connection, the process still runs
+/// (the echo image's client line names the connections), and the kernel
+/// neither panicked nor faulted.
 #[test]
 fn net_malformed_frames_leave_the_guest_answering() -> Result<(), String> {
     let b = NetBoot {
@@ -776,7 +704,7 @@ fn net_malformed_frames_leave_the_guest_answering() -> Result<(), String> {
     let Some(link) = n.link.take() else {
         return Err("no frame link".into());
     };
-    let up = |link: &spindle_tests::net::frames::FrameLink, seq: u16, wait: Duration| {
+    let up = |link: &FrameLink, seq: u16, wait: Duration| {
         let mac = link.arp_probe(wait)?;
         if mac != GUEST_MAC {
             return Err(format!(
@@ -786,13 +714,15 @@ fn net_malformed_frames_leave_the_guest_answering() -> Result<(), String> {
         link.ping(seq, wait)?;
         link.syn_ack(ECHO_PORT, 41000 + seq, wait)
     };
-    up(&link, 1, Duration::from_secs(60)).map_err(|e| {
-        format!(
-            "before any malformed frame, the guest at {} does not answer: {e}\n{}",
-            show_ip(spindle_tests::net::frames::GUEST_IP),
-            n.g.tail()
-        )
-    })?;
+    up(&link, 1, Duration::from_secs(60))
+        .and_then(|_| link_echo(&n, &link, 42001))
+        .map_err(|e| {
+            format!(
+                "before any malformed frame, the guest at {} does not serve: {e}\n{}",
+                show_ip(GUEST_IP),
+                n.g.tail()
+            )
+        })?;
     let drops_before = drop_count(&mut n).map_err(|e| format!("{e}\n{}", n.g.tail()))?;
     let mut checks = Checks::default();
     let r = (|| {
@@ -809,6 +739,26 @@ fn net_malformed_frames_leave_the_guest_answering() -> Result<(), String> {
         Ok(())
     })();
     checks.check("malformed frames one by one", r);
+    // Each frame above was followed by an answered ARP probe: the RX
+    // worker has judged them all.
+    let drops_malformed = drop_count(&mut n);
+    let r = drops_malformed.clone().and_then(|drops| {
+        let broken: Vec<&str> = malformed_frames()
+            .iter()
+            .filter(|(_, f)| checksum_broken(f))
+            .map(|(name, _)| *name)
+            .collect();
+        let want = 3 * broken.len() as u64;
+        println!("net malformed: drops {drops_before} before the malformed frames, {drops} after");
+        if drops < drops_before + want {
+            return Err(format!(
+                "the malformed frames raised the drops from {drops_before} to {drops}: want at \
+                 least {want} more (3 copies each of {broken:?}, whose checksums do not hold)"
+            ));
+        }
+        Ok(())
+    });
+    checks.check("drops from the malformed frames", r);
     let r = (|| {
         let (rx0, _) = n.rx_tx(pid)?;
         let answers = link.flood(FLOOD_FRAMES, flood_frame)?;
@@ -820,27 +770,27 @@ fn net_malformed_frames_leave_the_guest_answering() -> Result<(), String> {
             ));
         }
         let (rx1, _) = n.rx_tx(pid)?;
-        if rx1.frames < rx0.frames + FLOOD_MIN_DELIVERED {
+        let delivered = rx1.frames.saturating_sub(rx0.frames);
+        if delivered < FLOOD_MIN_DELIVERED {
             return Err(format!(
-                "the RX ring counted {} frames during a flood of {FLOOD_FRAMES} (want at least \
-                 {FLOOD_MIN_DELIVERED})",
-                rx1.frames - rx0.frames.min(rx1.frames)
+                "the RX ring counted {delivered} frames during a flood of {FLOOD_FRAMES} (want \
+                 at least {FLOOD_MIN_DELIVERED})"
+            ));
+        }
+        // A third of the flood has a broken checksum.
+        let (before, drops) = (drops_malformed?, drop_count(&mut n)?);
+        println!("net malformed: {delivered} flood frames delivered, drops {before} -> {drops}");
+        if drops <= before {
+            return Err(format!(
+                "the flood ({delivered} frames delivered, a third with broken checksums) \
+                 counted no drop: {before} before, {drops} after"
             ));
         }
         Ok(())
     })();
     checks.check("flood", r);
-    let r = (|| {
-        let drops = drop_count(&mut n)?;
-        if drops <= drops_before {
-            return Err(format!(
-                "no drop counted: rings drops + stats drop figures {drops_before} before, \
-                 {drops} after"
-            ));
-        }
-        Ok(())
-    })();
-    checks.check("drops counted", r);
+    let r = link_echo(&n, &link, 42002);
+    checks.check("echo over the link after the flood", r);
     let r = (|| {
         let procs = parse_ps(&n.g.ok("ps")?)?;
         if !procs.iter().any(|p| p.pid == pid && p.state == "running") {
@@ -860,6 +810,33 @@ fn net_malformed_frames_leave_the_guest_answering() -> Result<(), String> {
     })();
     checks.check("still up", r);
     checks.finish(&n.g)
+}
+
+/// `LINK_ECHO_BYTES` of the seeded stream echoed over a hand-built TCP
+/// connection from `sport`: every byte back in order, and the image's
+/// line `echo: client 192.168.76.1:SPORT done, N bytes`.
+fn link_echo(n: &NetGuest, link: &FrameLink, sport: u16) -> Result<(), String> {
+    let mut data = vec![0u8; LINK_ECHO_BYTES];
+    fill_stream(u64::from(sport), 0, &mut data);
+    let back = echo_over_link(link, ECHO_PORT, sport, &data, Duration::from_secs(30))
+        .map_err(|e| format!("echo over the link from port {sport}: {e}"))?;
+    if let Some(i) = (0..data.len()).find(|&i| back.get(i) != Some(&data[i])) {
+        return Err(format!(
+            "echo over the link from port {sport}: {} bytes back, the first wrong at {i}",
+            back.len()
+        ));
+    }
+    let line = format!(
+        "echo: client {}:{sport} done, {LINK_ECHO_BYTES} bytes",
+        show_ip(HOST_IP)
+    );
+    n.g.wait_line(
+        0,
+        &format!("`{line}`"),
+        |l| l == line,
+        Duration::from_secs(30),
+    )
+    .map(drop)
 }
 
 /// The images and the clients agree on the host (no guest): `echo` run
