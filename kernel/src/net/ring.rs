@@ -173,6 +173,19 @@ impl Ring {
         self.doorbell.ring();
     }
 
+    /// Asks the worker to stop unless the ring is in `RESET` already: a
+    /// ring in `RESET` keeps no request (checked under the ring lock, so
+    /// the bit never lands just after the worker's last word).
+    fn request_stop_unless_reset(&self) {
+        let mut control = self.control.lock();
+        if control.state == RingState::Reset {
+            return;
+        }
+        control.requests |= request::STOP;
+        drop(control);
+        self.doorbell.ring();
+    }
+
     /// Counts a device interrupt and wakes the worker. Interrupt context.
     pub fn on_interrupt(&self) {
         add(&self.counters.interrupts, 1);
@@ -673,9 +686,7 @@ fn finish(context: WorkerContext, queue: RingQueue, exiting: bool) {
         // Outside an exit, a ring reset takes the attachment down: the
         // device stops under both rings, so the other ring stops too, and
         // socket calls waiting on the stack end with `ENETDOWN`.
-        if context.peer.state() != RingState::Reset {
-            context.peer.request(request::STOP);
-        }
+        context.peer.request_stop_unless_reset();
         context.stack.go_down();
     }
     match queue {
