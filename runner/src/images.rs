@@ -52,7 +52,7 @@ pub const IMAGES: &[ImageInfo] = &[
     ImageInfo {
         name: "hello",
         kind: ImageKind::Rust,
-        about: "greeting, argv, --threads N, --sleep-ms N, --exit CODE",
+        about: "greeting, argv, --threads N, --sleep-ms N, --poll-ms N, --exit CODE",
     },
     ImageInfo {
         name: "threads",

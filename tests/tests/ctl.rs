@@ -183,6 +183,89 @@ fn ctl_kill_ends_the_process_and_memory_returns() -> Result<(), String> {
     checks.finish(&g)
 }
 
+/// How long `hello`'s `nanosleep` and `poll` ask to wait.
+const CALL_MS: u64 = 4000;
+
+/// A stop and a continue (`pstop`, `prun`) in the middle of a `nanosleep`
+/// and of a `poll` with a timeout: neither ends early (no handler ran, so
+/// no `EINTR`) nor waits its whole time again after `prun`; both go on to
+/// their first deadline (`restart_syscall`), as on Linux.
+#[test]
+fn ctl_stop_and_continue_keep_sleep_and_poll_deadlines() -> Result<(), String> {
+    let p = prepare()?;
+    let ms = CALL_MS.to_string();
+    let args = ["--sleep-ms", &ms, "--poll-ms", &ms].map(String::from);
+    let boot = TargetBoot {
+        image: Some(("hello", args.to_vec())),
+        kworkers: 0,
+        ..TargetBoot::default()
+    };
+    let mut g = CtlGuest::boot(p, &boot)?;
+    let mut checks = Checks::default();
+    let mut at = 0;
+    for (before, after) in [("sleeping", "slept"), ("polling", "polled")] {
+        let r = stop_in_the_middle(&mut g, &mut at, before, after);
+        checks.check(after, r);
+    }
+    checks.finish(&g)
+}
+
+/// Waits for `{before} CALL_MS ms`, stops the process 0.5 s into the call
+/// for 1 s, and judges `{after} CALL_MS ms (measured M ms, returned R)`:
+/// R is 0, M at least `CALL_MS`, and M short of what a call started again
+/// with its whole time after `prun` would take (`prun`'s time + `CALL_MS`,
+/// less 0.5 s for the console's delay).
+fn stop_in_the_middle(
+    g: &mut CtlGuest,
+    at: &mut usize,
+    before: &str,
+    after: &str,
+) -> Result<(), String> {
+    let started = format!("{before} {CALL_MS} ms");
+    let (i, _) = g.wait_line(*at, &started, |l| l == started, g.timeout())?;
+    let began = Instant::now();
+    let pid = parse_ps(&g.ok("ps")?)?
+        .iter()
+        .find(|p| p.name == "hello")
+        .map(|p| p.pid)
+        .ok_or("no hello process in ps")?;
+    std::thread::sleep(Duration::from_millis(500));
+    g.ok(&format!("pstop {pid}"))?;
+    let held: Vec<Lwp> = g.lwps(pid)?;
+    if held.iter().any(|l| !l.is_stopped()) {
+        return Err(format!("after pstop, not every LWP is parked: {held:?}"));
+    }
+    std::thread::sleep(Duration::from_millis(1000));
+    g.ok(&format!("prun {pid}"))?;
+    let resumed_ms = began.elapsed().as_millis() as u64;
+    let ended = format!("{after} {CALL_MS} ms (measured ");
+    let (j, line) = g.wait_line(i, &ended, |l| l.starts_with(&ended), g.timeout())?;
+    *at = j + 1;
+    let (measured, returned) = line
+        .strip_prefix(&ended)
+        .and_then(|rest| rest.strip_suffix(')'))
+        .and_then(|rest| rest.split_once(" ms, returned "))
+        .and_then(|(m, r)| Some((m.parse::<u64>().ok()?, r.parse::<i64>().ok()?)))
+        .ok_or_else(|| format!("unreadable line {line:?}"))?;
+    if returned != 0 {
+        return Err(format!(
+            "the call returned {returned} after the stop: {line:?}"
+        ));
+    }
+    if measured < CALL_MS {
+        return Err(format!("the call ended early: {line:?}"));
+    }
+    let again = resumed_ms + CALL_MS - 500;
+    if measured >= again {
+        return Err(format!(
+            "the call took {measured} ms with prun {resumed_ms} ms in: it waited its whole \
+             time again ({line:?})"
+        ));
+    }
+    println!("{after}: {measured} ms with a stop from 0.5 s to {resumed_ms} ms");
+    Ok(())
+}
+
 fn check_ps(g: &mut CtlGuest, pid: u64, lwps: &[Lwp]) -> Result<(), String> {
     let procs = parse_ps(&g.ok("ps")?)?;
     if !procs.iter().any(|p| p.pid == 0) {

@@ -4,7 +4,14 @@
 //!
 //! - `--threads N`: spawns N threads that each print `thread <i> of <N>`,
 //!   and joins them;
-//! - `--sleep-ms N`: sleeps N milliseconds (and prints how long it took);
+//! - `--sleep-ms N`: prints `sleeping N ms`, makes one `nanosleep` of N
+//!   milliseconds, and prints `slept N ms (measured M ms, returned R)` (R
+//!   the raw result: 0, or minus an errno);
+//! - `--poll-ms N`: the same with one `poll` of no descriptors and a
+//!   timeout of N ms: `polling N ms`, then `polled N ms (measured M ms,
+//!   returned R)`. A stop and continue in the middle (`ctl pstop`/`prun`)
+//!   must not end either early nor make it wait its whole time again: both
+//!   go on to their first deadline (`restart_syscall`);
 //! - `--exit CODE`: exits with CODE (0..=255) instead of 0;
 //! - `--touch-kernel`: reads kernel memory (0xffff_8000_0000_0000) from user
 //!   mode, which must end the process with SIGSEGV (it never returns);
@@ -16,7 +23,7 @@
 
 use image_support::{Args, usage_error};
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 fn main() -> ExitCode {
     println!("hello from spindle");
@@ -29,6 +36,10 @@ fn main() -> ExitCode {
         Err(e) => return usage_error("hello", &e),
     };
     let sleep_ms: u64 = match args.take("--sleep-ms") {
+        Ok(n) => n.unwrap_or(0),
+        Err(e) => return usage_error("hello", &e),
+    };
+    let poll_ms: i32 = match args.take("--poll-ms") {
         Ok(n) => n.unwrap_or(0),
         Err(e) => return usage_error("hello", &e),
     };
@@ -71,12 +82,20 @@ fn main() -> ExitCode {
         println!("joined {threads} threads");
     }
     if sleep_ms > 0 {
-        let start = Instant::now();
-        std::thread::sleep(Duration::from_millis(sleep_ms));
-        println!(
-            "slept {sleep_ms} ms (measured {} ms)",
-            start.elapsed().as_millis()
-        );
+        let request = libc::timespec {
+            tv_sec: (sleep_ms / 1000) as _,
+            tv_nsec: ((sleep_ms % 1000) * 1_000_000) as libc::c_long,
+        };
+        timed("slept", "sleeping", sleep_ms, || {
+            // SAFETY: `request` is a live timespec; no remainder wanted.
+            unsafe { libc::syscall(libc::SYS_nanosleep, &request, std::ptr::null_mut::<u8>()) }
+        });
+    }
+    if poll_ms > 0 {
+        timed("polled", "polling", poll_ms as u64, || {
+            // SAFETY: no descriptors: the null array is never read.
+            unsafe { libc::syscall(libc::SYS_poll, std::ptr::null_mut::<u8>(), 0, poll_ms) }
+        });
     }
     if exit != 0 {
         println!("exiting with status {exit}");
@@ -89,4 +108,19 @@ fn main() -> ExitCode {
         unsafe { libc::syscall(libc::SYS_exit, i64::from(exit)) };
     }
     ExitCode::from(exit)
+}
+
+/// Prints `{before} N ms`, runs `call` (a raw system call), then prints
+/// `{after} N ms (measured M ms, returned R)`, R being 0 or minus an errno.
+fn timed(after: &str, before: &str, ms: u64, call: impl FnOnce() -> libc::c_long) {
+    println!("{before} {ms} ms");
+    let start = Instant::now();
+    let returned = match call() {
+        -1 => -i64::from(std::io::Error::last_os_error().raw_os_error().unwrap_or(0)),
+        r => r,
+    };
+    println!(
+        "{after} {ms} ms (measured {} ms, returned {returned})",
+        start.elapsed().as_millis()
+    );
 }
