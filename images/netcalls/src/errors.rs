@@ -342,6 +342,30 @@ fn pointers(c: &mut Checker, env: &Env) {
         unsafe { sys::recv_raw(server, KERNEL_ADDR, 4, 0) },
         EFAULT,
     );
+    // User memory the process may not write: nothing is taken either.
+    // SAFETY: an unmapped user page the kernel must refuse to write.
+    let unmapped = unsafe { sys::recv_raw(server, UNMAPPED, 4, 0) };
+    c.expect_errno("recv_into_unmapped", unmapped, EFAULT);
+    // SAFETY: a fresh private anonymous read-only page, unmapped after.
+    let read_only = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if read_only == libc::MAP_FAILED {
+        c.check("recv_into_read_only", false, "mmap failed".to_string());
+    } else {
+        // SAFETY: a mapped page the kernel must refuse to write.
+        let r = unsafe { sys::recv_raw(server, read_only as u64, 4, 0) };
+        c.expect_errno("recv_into_read_only", r, EFAULT);
+        // SAFETY: the page mapped above, no longer used.
+        unsafe { libc::munmap(read_only, 4096) };
+    }
     let got = sys::recv_exact(server, 4);
     c.check(
         "recv_after_efault_gets_the_data",

@@ -31,6 +31,23 @@ pub fn check_range(address: u64, length: usize) -> Result<(), Errno> {
     Ok(())
 }
 
+/// Checks that the calling process may write `[address, address + length)`
+/// (its regions allow it; pages may still be missing): for calls that
+/// must not take data they then could not hand over (`EFAULT` first).
+pub fn check_writable(address: u64, length: usize) -> Result<(), Errno> {
+    check_range(address, length)?;
+    let end = address + length as u64;
+    let vm = crate::sched::current().process.vm.lock().clone();
+    let access = super::vm::Access {
+        write: true,
+        execute: false,
+    };
+    match vm {
+        Some(vm) if vm.allows(address..end, access) => Ok(()),
+        _ => Err(Errno::EFAULT),
+    }
+}
+
 /// Copies `length` bytes; returns 0, or non-zero after an unrecoverable
 /// fault.
 #[unsafe(naked)]

@@ -63,6 +63,13 @@ pub struct Layout {
     pub brk: u64,
 }
 
+/// Whether a region with protection `prot` allows `access`.
+fn region_allows(prot: u32, access: Access) -> bool {
+    (!access.write || prot & prot::WRITE != 0)
+        && (!access.execute || prot & prot::EXEC != 0)
+        && prot != 0
+}
+
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 pub struct AddressSpace {
@@ -321,10 +328,7 @@ impl AddressSpace {
         if address >= region.end {
             return false;
         }
-        let allowed = (!access.write || region.prot & prot::WRITE != 0)
-            && (!access.execute || region.prot & prot::EXEC != 0)
-            && region.prot != 0;
-        if !allowed {
+        if !region_allows(region.prot, access) {
             return false;
         }
         let page = address & !(PAGE_SIZE - 1);
@@ -333,6 +337,30 @@ impl AddressSpace {
             return !access.write || flags.contains(Flags::WRITABLE);
         }
         self.map_zeroed(page, region.prot).is_ok()
+    }
+
+    /// Whether every byte of `range` lies in regions that allow `access`,
+    /// its pages present or not (a copy faults missing ones in): lets a
+    /// call refuse a buffer before it takes data it could not hand over.
+    pub fn allows(&self, range: Range<u64>, access: Access) -> bool {
+        if range.is_empty() {
+            return true;
+        }
+        if range.start < USER_START || range.end > USER_END {
+            return false;
+        }
+        let layout = self.layout.lock();
+        let mut at = range.start;
+        while at < range.end {
+            let Some((_, region)) = layout.regions.range(..=at).next_back() else {
+                return false;
+            };
+            if at >= region.end || !region_allows(region.prot, access) {
+                return false;
+            }
+            at = region.end;
+        }
+        true
     }
 
     /// Maps and fills the pages of `range` now (used by the loader):

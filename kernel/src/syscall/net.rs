@@ -17,7 +17,7 @@ use super::SysResult;
 use crate::errno::Errno;
 use crate::fd::{self, File, FileKind, O_NONBLOCK, O_RDWR};
 use crate::mm::usercopy::{
-    check_range, copy_from_user, copy_to_user, read_u32, read_u64, write_u32,
+    check_range, check_writable, copy_from_user, copy_to_user, read_u32, read_u64, write_u32,
 };
 use crate::net::socket::{
     AF_INET, AF_UNSPEC, Kind, MSG_NOSIGNAL, MSG_TRUNC, SOCK_CLOEXEC, SOCK_DGRAM, SOCK_NONBLOCK,
@@ -263,6 +263,17 @@ pub(super) fn recv_segments(
         Kind::Tcp => (total as usize).min(CHUNK),
         Kind::Udp => (total as usize).min(MAX_DATAGRAM),
     };
+    if socket.kind() == Kind::Tcp {
+        // What TCP takes from the socket is gone from it: a buffer that
+        // cannot take it fails first, the data stays queued (as Linux
+        // keeps what it could not copy). UDP drops the datagram, as Linux.
+        let mut left = capacity;
+        for &(base, length) in segments {
+            let part = (length as usize).min(left);
+            check_writable(base, part)?;
+            left -= part;
+        }
+    }
     let mut buffer = alloc::vec![0u8; capacity];
     let (count, from) = socket.recv(&mut buffer, flags, file.nonblocking())?;
     let copied = count.min(capacity);
