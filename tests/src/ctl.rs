@@ -413,9 +413,10 @@ pub fn parse_ready(line: &str) -> Option<u64> {
         .ok()
 }
 
-/// `target: flood done sent N handled M on-user-threads K rt-sent A
-/// rt-handled B std-sent C std-handled D`: real-time (queued) signals
-/// apart from standard ones, which merge while pending.
+/// `IMAGE: flood done sent N handled M on-user-threads K rt-sent A
+/// rt-handled B std-sent C std-handled D` (`image_support::flood`, in
+/// `target` and `echo`): real-time (queued) signals apart from standard
+/// ones, which merge while pending.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Flood {
     pub sent: u64,
@@ -428,8 +429,8 @@ pub struct Flood {
 }
 
 pub fn parse_flood(line: &str) -> Option<Flood> {
-    let at = line.find("target: flood done")?;
-    let words: Vec<&str> = line[at + "target: flood done".len()..]
+    let at = line.find(": flood done ")?;
+    let words: Vec<&str> = line[at + ": flood done".len()..]
         .split_whitespace()
         .collect();
     let get = |key: &str| {
@@ -488,6 +489,8 @@ pub struct Lwp {
     pub flags: Vec<String>,
     pub cpu_ms: u64,
     pub hold_mask: String,
+    /// The LWP's own pending signals (not its process's), if reported.
+    pub pending: Option<u64>,
     pub wchan: Option<String>,
     /// Context switches, if the guest reports them.
     pub switches: Option<u64>,
@@ -532,6 +535,15 @@ pub fn parse_lwps(v: &Value) -> Result<(u64, Vec<Lwp>), String> {
                     .ok_or_else(|| format!("{what}: `switches` is not a whole number: {l}"))?,
             ),
         };
+        let pending = match l.get("pending") {
+            None => None,
+            Some(p) => Some(
+                p.as_str()
+                    .and_then(|h| h.strip_prefix("0x"))
+                    .and_then(|h| u64::from_str_radix(h, 16).ok())
+                    .ok_or_else(|| format!("{what}: `pending` is not a 0x hex string: {l}"))?,
+            ),
+        };
         let parked = match l.get("parked") {
             None => None,
             Some(p) => Some(
@@ -550,6 +562,7 @@ pub fn parse_lwps(v: &Value) -> Result<(u64, Vec<Lwp>), String> {
             flags,
             cpu_ms: get_u64(l, "cpu_ms", what)?,
             hold_mask: get_str(l, "hold_mask", what)?,
+            pending,
             wchan,
             switches,
             parked,
@@ -746,6 +759,12 @@ mod tests {
                 std_handled: 5000,
             })
         );
+        let echo = "echo: flood done sent 5 handled 4 on-user-threads 4 rt-sent 2 \
+                    rt-handled 2 std-sent 3 std-handled 2";
+        assert_eq!(
+            parse_flood(echo).map(|f| (f.sent, f.std_handled)),
+            Some((5, 2))
+        );
         assert_eq!(parse_flood("target: flood done sent 1 handled"), None);
         assert_eq!(
             parse_flood("target: flood done sent 1 handled 1 on-user-threads 1"),
@@ -764,6 +783,13 @@ mod tests {
             (1, Some(7), None)
         );
         assert!(!lwps[0].is_stopped());
+        assert_eq!(lwps[0].pending, None);
+        let mut pending = l.clone();
+        pending["pending"] = json!("0x200");
+        let with = parse_lwps(&json!({"pid": 1, "lwps": [pending.clone()]})).unwrap();
+        assert_eq!(with.1[0].pending, Some(0x200));
+        pending["pending"] = json!("200");
+        assert!(parse_lwps(&json!({"pid": 1, "lwps": [pending]})).is_err());
         let mut parked = l.clone();
         parked["parked"] = json!(true);
         assert!(parse_lwps(&json!({"pid": 1, "lwps": [parked]})).unwrap().1[0].is_stopped());
