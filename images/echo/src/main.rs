@@ -12,9 +12,10 @@
 //! - Signals: main blocks SIGUSR2 and the flood's kinds (SIGUSR1,
 //!   SIGRTMIN+1, SIGRTMIN+2, SIGURG, SIGWINCH; see
 //!   [`image_support::flood`]) before any thread starts, so every thread
-//!   inherits the block and main never runs a handler. The `echo-flood`
-//!   thread and every client thread register as user threads, unblocking
-//!   the kinds (not SIGUSR2) while registered: a handler runs only there.
+//!   inherits the block. Only client threads register as user threads,
+//!   unblocking the kinds (never SIGUSR2) while they serve: a handler
+//!   runs only on a client thread, interrupting its echo, and with no
+//!   client connected the signals wait, pending.
 //! - SIGUSR1 is one of the flood's kinds: its handler (`SA_RESTART`) only
 //!   counts. After a client line, when the SIGUSR1 count grew since the
 //!   last report, that client's thread prints `echo: SIGUSR1 handled N
@@ -23,14 +24,16 @@
 //!   number sent.
 //! - SIGUSR2: a flood, as `target`'s. The `echo-flood` thread takes it
 //!   with `rt_sigtimedwait`, sends the process 10,000 process-directed
-//!   signals cycling the kinds, waits (at most 10 s) until every
+//!   signals cycling the kinds (held in the sender, so the kernel must
+//!   pick a client thread for each), waits (at most 10 s) until every
 //!   real-time one was handled, and prints `echo: flood done sent N
 //!   handled M on-user-threads K rt-sent A rt-handled B std-sent C
 //!   std-handled D` (K: handler runs on a registered thread), then `echo:
 //!   flood handler tids T1,T2,... untracked U` (the distinct tids the
 //!   handlers ran on during the flood; U runs found no room in the list).
 //!   A failed send is reported first as `echo: flood send errors E (first
-//!   ERRNO)`. Echoing goes on meanwhile.
+//!   ERRNO)`. Flood while a client is connected: with none, B stays
+//!   below A.
 //! - A bad PORT is a usage error (exit status 2).
 
 use image_support::flood;
@@ -47,7 +50,7 @@ static REPORTED: Mutex<u64> = Mutex::new(0);
 
 /// Blocks SIGUSR2 and the flood's kinds in main (inherited by every
 /// thread), installs the flood's handlers and starts the `echo-flood`
-/// thread.
+/// thread (which keeps both blocked).
 fn start_flood_thread() -> Result<(), String> {
     let command = flood::bit(libc::SIGUSR2);
     flood::mask(libc::SIG_BLOCK, command | flood::kind_set())
@@ -56,10 +59,6 @@ fn start_flood_thread() -> Result<(), String> {
     std::thread::Builder::new()
         .name("echo-flood".into())
         .spawn(move || {
-            let Some(_me) = flood::UserThread::enter() else {
-                println!("echo: the flood thread cannot register");
-                return;
-            };
             loop {
                 if flood::wait_signal(command) == libc::SIGUSR2 {
                     flood::run("echo", true);
