@@ -428,6 +428,57 @@ pub struct Flood {
     pub std_handled: u64,
 }
 
+/// Signals one flood sends (`image_support::flood::SIGNALS`).
+pub const FLOOD_SIGNALS: u64 = 10_000;
+
+impl Flood {
+    /// Every one of [`FLOOD_SIGNALS`] sent; every real-time one handled
+    /// (they queue), standard ones at most once each (they merge while
+    /// pending); every handler ran on a user thread (kernel-only LWPs
+    /// never take a signal).
+    pub fn check(&self) -> Result<(), String> {
+        let consistent = self.sent == FLOOD_SIGNALS
+            && self.sent == self.rt_sent + self.std_sent
+            && self.handled == self.rt_handled + self.std_handled
+            && self.rt_sent > 0
+            && self.rt_handled == self.rt_sent
+            && self.std_handled <= self.std_sent
+            && self.on_user_threads == self.handled;
+        if consistent {
+            return Ok(());
+        }
+        Err(format!(
+            "the flood: {self:?}; expected {FLOOD_SIGNALS} sent, every real-time one handled, \
+             all on user threads"
+        ))
+    }
+}
+
+/// `image`'s `IMAGE: flood done ...` line after console line `mark`
+/// (waiting up to `timeout`), with no `IMAGE: flood send errors` line
+/// before it, passing [`Flood::check`]; its index and the flood.
+pub fn flood_done(
+    g: &CtlGuest,
+    image: &str,
+    mark: usize,
+    timeout: Duration,
+) -> Result<(usize, Flood), String> {
+    let done = format!("{image}: flood done ");
+    let (at, line) = g.wait_line(
+        mark,
+        &format!("`{done}...`"),
+        |l| l.contains(&done),
+        timeout,
+    )?;
+    let errors = format!("{image}: flood send errors");
+    if let Ok((_, e)) = g.wait_line(mark, "send errors", |l| l.contains(&errors), Duration::ZERO) {
+        return Err(format!("the flood could not send everything: {e:?}"));
+    }
+    let flood = parse_flood(&line).ok_or_else(|| format!("unreadable flood line {line:?}"))?;
+    flood.check()?;
+    Ok((at, flood))
+}
+
 pub fn parse_flood(line: &str) -> Option<Flood> {
     let at = line.find(": flood done ")?;
     let words: Vec<&str> = line[at + ": flood done".len()..]
@@ -759,6 +810,18 @@ mod tests {
                 std_handled: 5000,
             })
         );
+        let mut f = parse_flood(
+            "target: flood done sent 10000 handled 9000 on-user-threads 9000 \
+             rt-sent 4000 rt-handled 4000 std-sent 6000 std-handled 5000",
+        )
+        .unwrap();
+        assert_eq!(f.check(), Ok(()));
+        f.on_user_threads -= 1;
+        assert!(f.check().is_err());
+        f.on_user_threads += 1;
+        f.rt_handled -= 1;
+        f.handled -= 1;
+        assert!(f.check().is_err());
         let echo = "echo: flood done sent 5 handled 4 on-user-threads 4 rt-sent 2 \
                     rt-handled 2 std-sent 3 std-handled 2";
         assert_eq!(
