@@ -17,7 +17,7 @@
 use spindle_runner::ctl::render::{render_lwps, render_rings};
 use spindle_runner::images::parse_process_log;
 use spindle_tests::ctl::{
-    Checks, Lwp, Stats, find, parse_lwps, parse_ps, parse_stats, prepare, summary,
+    Checks, Lwp, Stats, find, parse_flood, parse_lwps, parse_ps, parse_stats, prepare, summary,
 };
 use spindle_tests::host::HostImage;
 use spindle_tests::net::cycles::{
@@ -28,7 +28,7 @@ use spindle_tests::net::frames::{
     show_ip,
 };
 use spindle_tests::net::session::{checksum_broken, echo_over_link};
-use spindle_tests::net::storm::check_flood_storm;
+use spindle_tests::net::storm::{check_flood_storm, parse_handler_tids};
 use spindle_tests::net::watch::{check_rings_run, check_workers, drop_count, identities};
 use spindle_tests::net::{
     ECHO_PORT, EchoEnd, EchoTransfer, HttpConnection, NetBoot, NetGuest, RX_WORKER, STALL,
@@ -753,11 +753,24 @@ fn link_echo(n: &NetGuest, link: &FrameLink, sport: u16) -> Result<(), String> {
     .map(drop)
 }
 
+/// Sends `signal` (`-USR1` ...) to the host process `pid` with kill(1).
+fn host_kill(signal: &str, pid: u32) -> Result<(), String> {
+    let status = Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .map_err(|e| format!("running kill: {e}"))?;
+    if !status.success() {
+        return Err(format!("kill {signal} failed: {status}"));
+    }
+    Ok(())
+}
+
 /// The images and the clients agree on the host (no guest): `echo` run
 /// natively echoes 20 MB intact through the checked client while SIGUSR1
-/// arrives, prints its client and signal lines; `http` passes
-/// `http_checks`. Checks the test instruments themselves, so a network
-/// test failing under Spindle points at the kernel.
+/// arrives, prints its client and signal lines; with a client connected,
+/// its flood passes `Flood::check` with readable handler tids; `http`
+/// passes `http_checks`. Checks the test instruments themselves, so a
+/// network test failing under Spindle points at the kernel.
 #[test]
 fn net_images_and_clients_agree_on_the_host() -> Result<(), String> {
     let (mut echo, port) = HostImage::start("echo")?;
@@ -765,13 +778,7 @@ fn net_images_and_clients_agree_on_the_host() -> Result<(), String> {
     let t = EchoTransfer::start(addr, 20_000_000, 0x5eed_0004, STALL)?;
     t.wait_received(1_000_000, Duration::from_secs(30))?;
     for _ in 0..5 {
-        let status = Command::new("kill")
-            .args(["-USR1", &echo.child.id().to_string()])
-            .status()
-            .map_err(|e| format!("running kill: {e}"))?;
-        if !status.success() {
-            return Err(format!("kill -USR1 failed: {status}"));
-        }
+        host_kill("-USR1", echo.child.id())?;
     }
     t.join(Duration::from_secs(120))?.check_complete()?;
     echo.wait(|l| l.starts_with("echo: client 127.0.0.1:") && l.ends_with("done, 20000000 bytes"))?;
@@ -779,6 +786,24 @@ fn net_images_and_clients_agree_on_the_host() -> Result<(), String> {
     if line == "echo: SIGUSR1 handled 0 times" {
         return Err(line);
     }
+    // An idle client's thread is the one that may take the flood.
+    let idle = connect(addr, STALL)?;
+    host_kill("-USR2", echo.child.id())?;
+    let line = echo.wait(|l| l.starts_with("echo: flood done "))?;
+    parse_flood(&line)
+        .ok_or_else(|| format!("unreadable {line:?}"))?
+        .check()?;
+    let line = echo.wait(|l| l.starts_with("echo: flood handler tids "))?;
+    match parse_handler_tids(&line) {
+        Some(h) if !h.tids.is_empty() && h.untracked == 0 => println!("net host: {line}"),
+        _ => {
+            return Err(format!(
+                "odd handler tids {line:?} (seen {:?})",
+                echo.seen()
+            ));
+        }
+    }
+    drop(idle);
     let (_http, port) = HostImage::start("http")?;
     let failed: Vec<String> = http_checks(SocketAddr::from(([127, 0, 0, 1], port)))
         .into_iter()
