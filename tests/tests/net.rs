@@ -260,7 +260,7 @@ fn net_signal_storm_and_pstop_during_traffic() -> Result<(), String> {
         let f = &s.flood;
         println!(
             "net storm: flood of {} signals in {:.1} s ({} handled: {} of {} real-time, {} of {} \
-             standard; {} on user threads), {} samples, handler tids {}",
+             standard; {} on user threads), {} samples, {} short echoes, handler tids {}",
             f.sent,
             s.elapsed.as_secs_f64(),
             f.handled,
@@ -270,6 +270,7 @@ fn net_signal_storm_and_pstop_during_traffic() -> Result<(), String> {
             f.std_sent,
             f.on_user_threads,
             s.samples,
+            s.churned,
             s.handler_names.join(", ")
         );
         println!(

@@ -19,6 +19,9 @@ use std::time::{Duration, Instant};
 /// Bytes each way of the echo that flows during the flood: enough to
 /// outlast it (TCG moves 5-20 MB/s; the flood takes a few seconds).
 pub const FLOOD_ECHO_BYTES: u64 = 64_000_000;
+/// Bytes of each short echo started, one after another, while the flood
+/// runs: client threads come and go during it.
+const CHURN_BYTES: u64 = 200_000;
 /// The flood's line must come within this long of the `kill -USR2`.
 const FLOOD_WAIT: Duration = Duration::from_secs(60);
 /// The rest of the echo must end within this long.
@@ -66,6 +69,8 @@ pub struct FloodStorm {
     /// From the `kill -USR2` to the flood's line.
     pub elapsed: Duration,
     pub samples: u32,
+    /// Short echoes (each a client thread) started and ended meanwhile.
+    pub churned: u32,
     /// Bytes back of the echo when the flood's line appeared, of its
     /// total.
     pub received_at_done: u64,
@@ -89,8 +94,17 @@ pub fn check_flood_storm(n: &mut NetGuest, pid: u64, seed: u64) -> Result<FloodS
         return Err(format!("`kill -USR2 {pid}` said {v}"));
     }
     let is_done = |l: &str| l.starts_with("echo: flood done ");
-    let mut samples = 0u32;
+    let (mut samples, mut churned) = (0u32, 0u32);
+    let mut churn = EchoTransfer::start(n.service()?, CHURN_BYTES, seed + 1, STALL)?;
     loop {
+        if churn.received() >= churn.total {
+            churn
+                .join(STALL)?
+                .check_complete()
+                .map_err(|e| format!("short echo {} during the flood: {e}", churned + 1))?;
+            churned += 1;
+            churn = EchoTransfer::start(n.service()?, CHURN_BYTES, seed + 1, STALL)?;
+        }
         storm_sample(n, pid, &rx0, &tx0)
             .map_err(|e| format!("sample {} of the flood: {e}", samples + 1))?;
         samples += 1;
@@ -141,6 +155,11 @@ pub fn check_flood_storm(n: &mut NetGuest, pid: u64, seed: u64) -> Result<FloodS
             elapsed.as_secs_f64()
         ));
     }
+    churn
+        .join(STALL)?
+        .check_complete()
+        .map_err(|e| format!("the last short echo of the flood: {e}"))?;
+    churned += 1;
     let total = t.total;
     let report = t.join(ECHO_WAIT)?;
     report
@@ -166,6 +185,7 @@ pub fn check_flood_storm(n: &mut NetGuest, pid: u64, seed: u64) -> Result<FloodS
         handler_names,
         elapsed,
         samples,
+        churned,
         received_at_done,
         total,
         echo_elapsed: report.elapsed,
