@@ -242,16 +242,17 @@ fn http_checks(addr: SocketAddr) -> Vec<(&'static str, Result<(), String>)> {
 
 /// (d) + (e): the `echo` image floods itself with 10,000 process-directed
 /// signals of five kinds (one `ctl kill -USR2`) while a checked echo
-/// flows: until the flood reports, every sample shows the workers as the
-/// same LWPs, kernel-only with every signal held and none pending, not
-/// stopped nor in signal code, both rings in `RUN` with no request and
-/// the representative a user LWP; the flood sent everything, every
-/// real-time signal was handled and every handler ran on a user thread,
-/// none on a worker's tid; it ended before the echo, which completes
-/// byte-exact (`spindle_tests::net::storm`). Then `pstop` during another
-/// echo parks every LWP and freezes both rings' counters for a second;
-/// after `prun` the LWPs are the same ids, the workers still kernel-only
-/// with every signal held, and that echo completes intact.
+/// flows and short echoes (client threads) come and go: until the flood
+/// reports, every sample shows the workers as the same LWPs, kernel-only
+/// with every signal held and none pending, not stopped nor in signal
+/// code, both rings in `RUN` with no request and the representative a
+/// user LWP; the flood sent everything, every real-time signal was
+/// handled and every handler ran on a user thread, none on a worker's
+/// tid; it ended before the echo, which completes byte-exact
+/// (`spindle_tests::net::storm`). Then `pstop` during another echo parks
+/// every LWP and freezes both rings' counters for a second; after `prun`
+/// the LWPs are the same ids, the workers still kernel-only with every
+/// signal held, and that echo completes intact.
 #[test]
 fn net_signal_storm_and_pstop_during_traffic() -> Result<(), String> {
     let (mut n, _, pid) = boot_listening(&NetBoot::echo())?;
