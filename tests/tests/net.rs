@@ -261,7 +261,8 @@ fn net_signal_storm_and_pstop_during_traffic() -> Result<(), String> {
         let f = &s.flood;
         println!(
             "net storm: flood of {} signals in {:.1} s ({} handled: {} of {} real-time, {} of {} \
-             standard; {} on user threads), {} samples, {} short echoes, handler tids {}",
+             standard; {} on user threads), {} samples, {} short echoes, handler tids {} \
+             (workers {} and {})",
             f.sent,
             s.elapsed.as_secs_f64(),
             f.handled,
@@ -272,7 +273,9 @@ fn net_signal_storm_and_pstop_during_traffic() -> Result<(), String> {
             f.on_user_threads,
             s.samples,
             s.churned,
-            s.handler_names.join(", ")
+            s.handler_names.join(", "),
+            s.worker_tids.0,
+            s.worker_tids.1
         );
         println!(
             "net storm: the echo had {:.1} of {:.1} MB back when the flood ended; done in {:.1} s",

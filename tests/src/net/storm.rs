@@ -66,6 +66,8 @@ pub struct FloodStorm {
     pub handlers: HandlerTids,
     /// Handler tids with the name of their LWP (`?` if it is gone).
     pub handler_names: Vec<String>,
+    /// The workers' tids (RX, TX).
+    pub worker_tids: (i64, i64),
     /// From the `kill -USR2` to the flood's line.
     pub elapsed: Duration,
     pub samples: u32,
@@ -183,6 +185,7 @@ pub fn check_flood_storm(n: &mut NetGuest, pid: u64, seed: u64) -> Result<FloodS
         flood,
         handlers,
         handler_names,
+        worker_tids: (rx0.tid, tx0.tid),
         elapsed,
         samples,
         churned,
