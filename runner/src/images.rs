@@ -97,7 +97,7 @@ pub const IMAGES: &[ImageInfo] = &[
     ImageInfo {
         name: "echo",
         kind: ImageKind::Rust,
-        about: "TCP echo server on std::net (`echo [PORT]`, default 7777; network tests)",
+        about: "TCP echo server on std::net (`echo [PORT]`, default 7777), a signal flood on SIGUSR2",
     },
     ImageInfo {
         name: "http",

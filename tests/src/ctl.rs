@@ -413,9 +413,10 @@ pub fn parse_ready(line: &str) -> Option<u64> {
         .ok()
 }
 
-/// `target: flood done sent N handled M on-user-threads K rt-sent A
-/// rt-handled B std-sent C std-handled D`: real-time (queued) signals
-/// apart from standard ones, which merge while pending.
+/// `IMAGE: flood done sent N handled M on-user-threads K rt-sent A
+/// rt-handled B std-sent C std-handled D` (`image_support::flood`, in
+/// `target` and `echo`): real-time (queued) signals apart from standard
+/// ones, which merge while pending.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Flood {
     pub sent: u64,
@@ -427,9 +428,60 @@ pub struct Flood {
     pub std_handled: u64,
 }
 
+/// Signals one flood sends (`image_support::flood::SIGNALS`).
+pub const FLOOD_SIGNALS: u64 = 10_000;
+
+impl Flood {
+    /// Every one of [`FLOOD_SIGNALS`] sent; every real-time one handled
+    /// (they queue), standard ones at most once each (they merge while
+    /// pending); every handler ran on a user thread (kernel-only LWPs
+    /// never take a signal).
+    pub fn check(&self) -> Result<(), String> {
+        let consistent = self.sent == FLOOD_SIGNALS
+            && self.sent == self.rt_sent + self.std_sent
+            && self.handled == self.rt_handled + self.std_handled
+            && self.rt_sent > 0
+            && self.rt_handled == self.rt_sent
+            && self.std_handled <= self.std_sent
+            && self.on_user_threads == self.handled;
+        if consistent {
+            return Ok(());
+        }
+        Err(format!(
+            "the flood: {self:?}; expected {FLOOD_SIGNALS} sent, every real-time one handled, \
+             all on user threads"
+        ))
+    }
+}
+
+/// `image`'s `IMAGE: flood done ...` line after console line `mark`
+/// (waiting up to `timeout`), with no `IMAGE: flood send errors` line
+/// before it, passing [`Flood::check`]; its index and the flood.
+pub fn flood_done(
+    g: &CtlGuest,
+    image: &str,
+    mark: usize,
+    timeout: Duration,
+) -> Result<(usize, Flood), String> {
+    let done = format!("{image}: flood done ");
+    let (at, line) = g.wait_line(
+        mark,
+        &format!("`{done}...`"),
+        |l| l.contains(&done),
+        timeout,
+    )?;
+    let errors = format!("{image}: flood send errors");
+    if let Ok((_, e)) = g.wait_line(mark, "send errors", |l| l.contains(&errors), Duration::ZERO) {
+        return Err(format!("the flood could not send everything: {e:?}"));
+    }
+    let flood = parse_flood(&line).ok_or_else(|| format!("unreadable flood line {line:?}"))?;
+    flood.check()?;
+    Ok((at, flood))
+}
+
 pub fn parse_flood(line: &str) -> Option<Flood> {
-    let at = line.find("target: flood done")?;
-    let words: Vec<&str> = line[at + "target: flood done".len()..]
+    let at = line.find(": flood done ")?;
+    let words: Vec<&str> = line[at + ": flood done".len()..]
         .split_whitespace()
         .collect();
     let get = |key: &str| {
@@ -488,6 +540,8 @@ pub struct Lwp {
     pub flags: Vec<String>,
     pub cpu_ms: u64,
     pub hold_mask: String,
+    /// The LWP's own pending signals (not its process's), if reported.
+    pub pending: Option<u64>,
     pub wchan: Option<String>,
     /// Context switches, if the guest reports them.
     pub switches: Option<u64>,
@@ -532,6 +586,15 @@ pub fn parse_lwps(v: &Value) -> Result<(u64, Vec<Lwp>), String> {
                     .ok_or_else(|| format!("{what}: `switches` is not a whole number: {l}"))?,
             ),
         };
+        let pending = match l.get("pending") {
+            None => None,
+            Some(p) => Some(
+                p.as_str()
+                    .and_then(|h| h.strip_prefix("0x"))
+                    .and_then(|h| u64::from_str_radix(h, 16).ok())
+                    .ok_or_else(|| format!("{what}: `pending` is not a 0x hex string: {l}"))?,
+            ),
+        };
         let parked = match l.get("parked") {
             None => None,
             Some(p) => Some(
@@ -550,6 +613,7 @@ pub fn parse_lwps(v: &Value) -> Result<(u64, Vec<Lwp>), String> {
             flags,
             cpu_ms: get_u64(l, "cpu_ms", what)?,
             hold_mask: get_str(l, "hold_mask", what)?,
+            pending,
             wchan,
             switches,
             parked,
@@ -746,6 +810,24 @@ mod tests {
                 std_handled: 5000,
             })
         );
+        let mut f = parse_flood(
+            "target: flood done sent 10000 handled 9000 on-user-threads 9000 \
+             rt-sent 4000 rt-handled 4000 std-sent 6000 std-handled 5000",
+        )
+        .unwrap();
+        assert_eq!(f.check(), Ok(()));
+        f.on_user_threads -= 1;
+        assert!(f.check().is_err());
+        f.on_user_threads += 1;
+        f.rt_handled -= 1;
+        f.handled -= 1;
+        assert!(f.check().is_err());
+        let echo = "echo: flood done sent 5 handled 4 on-user-threads 4 rt-sent 2 \
+                    rt-handled 2 std-sent 3 std-handled 2";
+        assert_eq!(
+            parse_flood(echo).map(|f| (f.sent, f.std_handled)),
+            Some((5, 2))
+        );
         assert_eq!(parse_flood("target: flood done sent 1 handled"), None);
         assert_eq!(
             parse_flood("target: flood done sent 1 handled 1 on-user-threads 1"),
@@ -764,6 +846,13 @@ mod tests {
             (1, Some(7), None)
         );
         assert!(!lwps[0].is_stopped());
+        assert_eq!(lwps[0].pending, None);
+        let mut pending = l.clone();
+        pending["pending"] = json!("0x200");
+        let with = parse_lwps(&json!({"pid": 1, "lwps": [pending.clone()]})).unwrap();
+        assert_eq!(with.1[0].pending, Some(0x200));
+        pending["pending"] = json!("200");
+        assert!(parse_lwps(&json!({"pid": 1, "lwps": [pending]})).is_err());
         let mut parked = l.clone();
         parked["parked"] = json!(true);
         assert!(parse_lwps(&json!({"pid": 1, "lwps": [parked]})).unwrap().1[0].is_stopped());

@@ -2,8 +2,8 @@
 //! (`echo`, `http`) with TCP ports forwarded from 127.0.0.1 (free ports,
 //! so guests boot in parallel) or on a raw-frame link, its control
 //! channel, and host-side clients: a checked echo stream, HTTP GET, and
-//! hand-built frames and TCP (`frames`, `session`); `watch` and `cycles`
-//! judge what the control channel and the console show.
+//! hand-built frames and TCP (`frames`, `session`); `watch`, `cycles` and
+//! `storm` judge what the control channel and the console show.
 //!
 //! Theory: every socket has read and write timeouts and every wait a
 //! deadline, so a guest that stops answering fails a test with a message,
@@ -13,6 +13,7 @@
 pub mod cycles;
 pub mod frames;
 pub mod session;
+pub mod storm;
 pub mod watch;
 
 use crate::ctl::{CtlGuest, Prepared, TargetBoot};

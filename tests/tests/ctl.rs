@@ -15,7 +15,7 @@ use spindle_runner::ctl::{Event, GCORE_TIMEOUT, Reply};
 use spindle_runner::images::{ProcessEnd, parse_process_log};
 use spindle_tests::ctl::{
     ALL_HELD, Checks, CtlGuest, KWORKERS, Lwp, TargetBoot, USER_THREADS, check_core_header, find,
-    gdb_batch, gdb_on_core, ids, names, parse_flood, parse_ps, parse_pstack, parse_stats, prepare,
+    flood_done, gdb_batch, gdb_on_core, ids, names, parse_ps, parse_pstack, parse_stats, prepare,
 };
 use spindle_tests::images::HEAP_SLACK_BYTES;
 use std::collections::BTreeSet;
@@ -26,9 +26,6 @@ use std::time::{Duration, Instant};
 /// kernel stack alone, and the console's exact before/after figures catch
 /// any leak of a whole run.
 const ASLR_FRAME_SLACK: u64 = 8;
-
-/// Signals one flood sends (`target`'s contract).
-const FLOOD_SIGNALS: u64 = 10_000;
 
 /// The functions the three named user threads wait or spin in.
 const WAITS: [(&str, &str); 3] = [
@@ -149,7 +146,8 @@ fn ctl_inspects_a_live_process() -> Result<(), String> {
     checks.finish(&g)
 }
 
-/// A signal flood leaves the kernel-only LWPs alone; pstop parks every
+/// A signal flood leaves the kernel-only LWPs alone (same switches, state
+/// and wait channel, nothing pending of their own); pstop parks every
 /// LWP and prun releases the same ones.
 #[test]
 fn ctl_floods_stops_and_resumes_a_process() -> Result<(), String> {
@@ -502,37 +500,7 @@ fn check_flood(g: &mut CtlGuest, pid: u64) -> Result<(), String> {
     if sent["pid"] != pid || sent["signal"] != 12 {
         return Err(format!("`kill -USR2 {pid}` said {sent}"));
     }
-    let (_, line) = g.wait_line(
-        mark,
-        "`target: flood done ...`",
-        |l| l.contains("target: flood done"),
-        g.timeout(),
-    )?;
-    let flood = parse_flood(&line).ok_or_else(|| format!("unreadable flood line {line:?}"))?;
-    // Real-time signals queue: every one sent is handled. Standard ones
-    // merge while pending: at most as many as sent. Handlers run on user
-    // threads only (kernel-only LWPs never take a signal).
-    let consistent = flood.sent == FLOOD_SIGNALS
-        && flood.sent == flood.rt_sent + flood.std_sent
-        && flood.handled == flood.rt_handled + flood.std_handled
-        && flood.rt_sent > 0
-        && flood.rt_handled == flood.rt_sent
-        && flood.std_handled <= flood.std_sent
-        && flood.on_user_threads == flood.handled;
-    if !consistent {
-        return Err(format!(
-            "the flood: {flood:?}; expected {FLOOD_SIGNALS} sent, every real-time one \
-             handled, all on user threads"
-        ));
-    }
-    if let Ok((_, errors)) = g.wait_line(
-        mark,
-        "send errors",
-        |l| l.contains("target: flood send errors"),
-        Duration::ZERO,
-    ) {
-        return Err(format!("the flood could not send everything: {errors:?}"));
-    }
+    flood_done(g, "target", mark, g.timeout())?;
     let after = g.lwps(pid)?;
     for name in KWORKERS {
         let (b, a) = (find(&before, name)?, find(&after, name)?);
@@ -543,6 +511,9 @@ fn check_flood(g: &mut CtlGuest, pid: u64) -> Result<(), String> {
             return Err(format!(
                 "{name} moved during the flood: before {b:?}, after {a:?}"
             ));
+        }
+        if a.pending != Some(0) {
+            return Err(format!("{name} has signals pending after the flood: {a:?}"));
         }
     }
     if ids(&before, |_| true) != ids(&after, |_| true) {

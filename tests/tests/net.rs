@@ -17,7 +17,7 @@
 use spindle_runner::ctl::render::{render_lwps, render_rings};
 use spindle_runner::images::parse_process_log;
 use spindle_tests::ctl::{
-    Checks, Lwp, Stats, find, parse_lwps, parse_ps, parse_stats, prepare, summary,
+    Checks, Lwp, Stats, find, parse_flood, parse_lwps, parse_ps, parse_stats, prepare, summary,
 };
 use spindle_tests::host::HostImage;
 use spindle_tests::net::cycles::{
@@ -28,9 +28,8 @@ use spindle_tests::net::frames::{
     show_ip,
 };
 use spindle_tests::net::session::{checksum_broken, echo_over_link};
-use spindle_tests::net::watch::{
-    check_rings_run, check_workers, drop_count, identities, storm_sample,
-};
+use spindle_tests::net::storm::{check_flood_storm, parse_handler_tids};
+use spindle_tests::net::watch::{check_rings_run, check_workers, drop_count, identities};
 use spindle_tests::net::{
     ECHO_PORT, EchoEnd, EchoTransfer, HttpConnection, NetBoot, NetGuest, RX_WORKER, STALL,
     TX_WORKER, check_pattern, connect, fill_stream, http_get,
@@ -48,19 +47,6 @@ const ECHO_BYTES: u64 = 100_000_000;
 const ECHO_LIMIT: Duration = Duration::from_secs(600);
 /// Transfers that must still be flowing while the control channel works.
 const BUSY_BYTES: u64 = 64_000_000;
-/// Signals of the storm (process-directed SIGUSR1, one `ctl kill` each,
-/// all while an echo flows). The viona model's test list asks for
-/// 10,000, but `ctl kill` is the only way in (the `echo` image has no
-/// flood of its own) and the channel takes one command at a time, the
-/// `ctl` thread sleeping 5 ms whenever its UART is empty: about 200 a
-/// second, so 3,000 fill 15 s.
-const STORM_SIGNALS: u32 = 3_000;
-/// The storm ends early after this long (a loaded host).
-const STORM_TIME: Duration = Duration::from_secs(15);
-/// The storm must have sent at least this many.
-const STORM_MIN_SIGNALS: u32 = 1_000;
-/// A `storm_sample` (`lwps`, `rings`, `ps`) every this many signals.
-const STORM_SAMPLE_EVERY: u32 = 100;
 /// SIGKILL cycles per direction (each a run of the image: `respawn`).
 const KILL_CYCLES: u32 = 100;
 /// Bytes that must have moved in a cycle before the SIGKILL.
@@ -254,121 +240,54 @@ fn http_checks(addr: SocketAddr) -> Vec<(&'static str, Result<(), String>)> {
     out
 }
 
-/// (d) + (e): a storm of process-directed SIGUSR1 while echoes flow
-/// reaches only user threads: at every sample the workers are the same
-/// LWPs, kernel-only with every signal held, neither stopped nor in
-/// signal code, both rings in `RUN` with no request pending and the
-/// representative a user LWP; every echo completes byte-exact and the
-/// image's handler counted between 1 and all of the signals. Then `pstop`
-/// during another echo parks every LWP and freezes both rings' counters
-/// for a second; after `prun` the LWPs are the same ids, the workers
-/// still kernel-only with every signal held, and that echo completes
-/// intact.
+/// (d) + (e): the `echo` image floods itself with 10,000 process-directed
+/// signals of five kinds (one `ctl kill -USR2`) while a checked echo
+/// flows and short echoes (client threads) come and go: until the flood
+/// reports, every sample shows the workers as the same LWPs, kernel-only
+/// with every signal held and none pending, not stopped nor in signal
+/// code, both rings in `RUN` with no request and the representative a
+/// user LWP; the flood sent everything, every real-time signal was
+/// handled and every handler ran on a user thread, none on a worker's
+/// tid; it ended before the echo, which completes byte-exact
+/// (`spindle_tests::net::storm`). Then `pstop` during another echo parks
+/// every LWP and freezes both rings' counters for a second; after `prun`
+/// the LWPs are the same ids, the workers still kernel-only with every
+/// signal held, and that echo completes intact.
 #[test]
 fn net_signal_storm_and_pstop_during_traffic() -> Result<(), String> {
-    let (mut n, at, pid) = boot_listening(&NetBoot::echo())?;
+    let (mut n, _, pid) = boot_listening(&NetBoot::echo())?;
     let mut checks = Checks::default();
-    let r = check_storm(&mut n, pid, at);
-    checks.check("signal storm", r);
+    let r = check_flood_storm(&mut n, pid, 0x5eed_1000).map(|s| {
+        let f = &s.flood;
+        println!(
+            "net storm: flood of {} signals in {:.1} s ({} handled: {} of {} real-time, {} of {} \
+             standard; {} on user threads), {} samples, {} short echoes, handler tids {} \
+             (workers {} and {})",
+            f.sent,
+            s.elapsed.as_secs_f64(),
+            f.handled,
+            f.rt_handled,
+            f.rt_sent,
+            f.std_handled,
+            f.std_sent,
+            f.on_user_threads,
+            s.samples,
+            s.churned,
+            s.handler_names.join(", "),
+            s.worker_tids.0,
+            s.worker_tids.1
+        );
+        println!(
+            "net storm: the echo had {:.1} of {:.1} MB back when the flood ended; done in {:.1} s",
+            mb(s.received_at_done),
+            mb(s.total),
+            s.echo_elapsed.as_secs_f64()
+        );
+    });
+    checks.check("signal flood", r);
     let r = check_pstop(&mut n, pid);
     checks.check("pstop/prun", r);
     checks.finish(&n.g)
-}
-
-/// The storm: `ctl kill -USR1` in a loop (the `echo` image has no flood
-/// of its own), each signal sent while an echo of `BUSY_BYTES` is in
-/// flight (a new one starts as soon as one ends), a `storm_sample` every
-/// `STORM_SAMPLE_EVERY` signals; it ends after `STORM_SIGNALS` or
-/// `STORM_TIME`, and must have sent `STORM_MIN_SIGNALS`.
-fn check_storm(n: &mut NetGuest, pid: u64, at: usize) -> Result<(), String> {
-    let mut seed = 0x5eed_1000;
-    let mut t = EchoTransfer::start(n.service()?, BUSY_BYTES, seed, STALL)?;
-    t.wait_received(1_000_000, Duration::from_secs(120))?;
-    let (rx0, tx0, _) = check_workers(n, pid)?;
-    let (mut sent, mut echoes, mut samples) = (0u32, 0u32, 0u32);
-    let started = Instant::now();
-    while sent < STORM_SIGNALS && started.elapsed() < STORM_TIME {
-        if t.received() >= t.total {
-            t.join(ECHO_LIMIT)?
-                .check_complete()
-                .map_err(|e| format!("echo {} during the storm: {e}", echoes + 1))?;
-            echoes += 1;
-            seed += 1;
-            t = EchoTransfer::start(n.service()?, BUSY_BYTES, seed, STALL)?;
-            t.wait_received(1, Duration::from_secs(60))?;
-        }
-        let v = n.g.ok(&format!("kill -USR1 {pid}"))?;
-        if v["pid"] != pid || v["signal"] != 10 {
-            return Err(format!("`kill -USR1 {pid}` said {v}"));
-        }
-        sent += 1;
-        if sent % STORM_SAMPLE_EVERY == 0 {
-            storm_sample(n, pid, &rx0, &tx0).map_err(|e| format!("after {sent} signals: {e}"))?;
-            samples += 1;
-        }
-    }
-    let storm = started.elapsed();
-    storm_sample(n, pid, &rx0, &tx0).map_err(|e| format!("after the storm: {e}"))?;
-    t.join(ECHO_LIMIT)?
-        .check_complete()
-        .map_err(|e| format!("the last echo of the storm: {e}"))?;
-    echoes += 1;
-    println!(
-        "net storm: {sent} SIGUSR1 in {:.1} s ({:.0}/s), {samples} samples, {echoes} echoes of \
-         {} MB",
-        storm.as_secs_f64(),
-        f64::from(sent) / storm.as_secs_f64(),
-        mb(BUSY_BYTES)
-    );
-    if sent < STORM_MIN_SIGNALS {
-        return Err(format!(
-            "only {sent} signals in {:.0} s (want {STORM_MIN_SIGNALS}): `ctl kill` too slow",
-            STORM_TIME.as_secs_f64()
-        ));
-    }
-    let handled = wait_handled(n, at, echoes)?;
-    println!("net storm: the handler counted {handled} of {sent} (standard signals merge)");
-    // Standard signals merge while pending: between 1 and all of them.
-    if handled == 0 || handled > u64::from(sent) {
-        return Err(format!(
-            "{sent} SIGUSR1 sent, the handler counted {handled}"
-        ));
-    }
-    if n.pid()? != pid {
-        return Err("the process changed during the storm".into());
-    }
-    Ok(())
-}
-
-/// Waits for `echoes` client lines `done, BUSY_BYTES bytes` after `at`,
-/// then (up to 3 s) for a SIGUSR1 line after the last; returns the last
-/// `echo: SIGUSR1 handled N times` count (the running total).
-fn wait_handled(n: &NetGuest, at: usize, echoes: u32) -> Result<u64, String> {
-    let done = format!("done, {BUSY_BYTES} bytes");
-    let mut from = at;
-    for k in 0..echoes {
-        let (i, _) = n.g.wait_line(
-            from,
-            &format!("`echo: client ... {done}` ({} of {echoes})", k + 1),
-            |l| l.starts_with("echo: client ") && l.ends_with(&done),
-            Duration::from_secs(30),
-        )?;
-        from = i + 1;
-    }
-    let is_count = |l: &str| l.starts_with("echo: SIGUSR1 handled ");
-    let _ =
-        n.g.wait_line(from, "a count", is_count, Duration::from_secs(3));
-    let log = n.g.log();
-    let line = log
-        .lines()
-        .skip(at)
-        .filter(|l| is_count(l))
-        .last()
-        .ok_or("no `echo: SIGUSR1 handled N times` line after the storm's echoes")?;
-    line.split_whitespace()
-        .nth(3)
-        .and_then(|w| w.parse().ok())
-        .ok_or_else(|| format!("unreadable {line:?}"))
 }
 
 /// The ids listed under `key` in a `pstop` or `prun` reply.
@@ -839,11 +758,24 @@ fn link_echo(n: &NetGuest, link: &FrameLink, sport: u16) -> Result<(), String> {
     .map(drop)
 }
 
+/// Sends `signal` (`-USR1` ...) to the host process `pid` with kill(1).
+fn host_kill(signal: &str, pid: u32) -> Result<(), String> {
+    let status = Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .map_err(|e| format!("running kill: {e}"))?;
+    if !status.success() {
+        return Err(format!("kill {signal} failed: {status}"));
+    }
+    Ok(())
+}
+
 /// The images and the clients agree on the host (no guest): `echo` run
 /// natively echoes 20 MB intact through the checked client while SIGUSR1
-/// arrives, prints its client and signal lines; `http` passes
-/// `http_checks`. Checks the test instruments themselves, so a network
-/// test failing under Spindle points at the kernel.
+/// arrives, prints its client and signal lines; with a client connected,
+/// its flood passes `Flood::check` with readable handler tids; `http`
+/// passes `http_checks`. Checks the test instruments themselves, so a
+/// network test failing under Spindle points at the kernel.
 #[test]
 fn net_images_and_clients_agree_on_the_host() -> Result<(), String> {
     let (mut echo, port) = HostImage::start("echo")?;
@@ -851,13 +783,7 @@ fn net_images_and_clients_agree_on_the_host() -> Result<(), String> {
     let t = EchoTransfer::start(addr, 20_000_000, 0x5eed_0004, STALL)?;
     t.wait_received(1_000_000, Duration::from_secs(30))?;
     for _ in 0..5 {
-        let status = Command::new("kill")
-            .args(["-USR1", &echo.child.id().to_string()])
-            .status()
-            .map_err(|e| format!("running kill: {e}"))?;
-        if !status.success() {
-            return Err(format!("kill -USR1 failed: {status}"));
-        }
+        host_kill("-USR1", echo.child.id())?;
     }
     t.join(Duration::from_secs(120))?.check_complete()?;
     echo.wait(|l| l.starts_with("echo: client 127.0.0.1:") && l.ends_with("done, 20000000 bytes"))?;
@@ -865,6 +791,24 @@ fn net_images_and_clients_agree_on_the_host() -> Result<(), String> {
     if line == "echo: SIGUSR1 handled 0 times" {
         return Err(line);
     }
+    // An idle client's thread is the one that may take the flood.
+    let idle = connect(addr, STALL)?;
+    host_kill("-USR2", echo.child.id())?;
+    let line = echo.wait(|l| l.starts_with("echo: flood done "))?;
+    parse_flood(&line)
+        .ok_or_else(|| format!("unreadable {line:?}"))?
+        .check()?;
+    let line = echo.wait(|l| l.starts_with("echo: flood handler tids "))?;
+    match parse_handler_tids(&line) {
+        Some(h) if !h.tids.is_empty() && h.untracked == 0 => println!("net host: {line}"),
+        _ => {
+            return Err(format!(
+                "odd handler tids {line:?} (seen {:?})",
+                echo.seen()
+            ));
+        }
+    }
+    drop(idle);
     let (_http, port) = HostImage::start("http")?;
     let failed: Vec<String> = http_checks(SocketAddr::from(([127, 0, 0, 1], port)))
         .into_iter()

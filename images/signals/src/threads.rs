@@ -1,5 +1,6 @@
 //! Which thread takes a signal: `tgkill` names one; a process-directed
-//! `kill` goes to a thread that does not block it.
+//! `kill` goes to a thread that does not block it; a new thread starts
+//! with its creator's mask.
 
 use crate::abi::{bit, block, getpid, gettid, install, kill, restore, set_mask, tgkill, unblock};
 use crate::handlers::{REC, on_signal};
@@ -17,6 +18,7 @@ const LIMIT: Duration = Duration::from_secs(3);
 pub fn run(c: &mut Checker) {
     tgkill_targets_thread(c);
     kill_goes_to_unblocking_thread(c);
+    new_thread_inherits_the_mask(c);
 }
 
 /// A thread that idles in short sleeps until `stop`; `unblock` opens
@@ -85,6 +87,42 @@ fn kill_goes_to_unblocking_thread(c: &mut Checker) {
             show(r),
             if handled { "once" } else { "never" },
             gettid()
+        ),
+    );
+}
+
+/// A process-directed SIGUSR1 waits, pending, while main (the only
+/// thread) blocks it; a thread created meanwhile inherits the block (musl
+/// holds every signal across `clone` and the new thread restores the
+/// creator's mask), so nothing runs the handler until main unblocks it,
+/// and then main does. A kernel that starts a new thread with an empty
+/// mask runs the handler on that thread before it restores its mask.
+fn new_thread_inherits_the_mask(c: &mut Checker) {
+    let old = install(SIGUSR1, on_signal, libc::SA_RESTART, 0);
+    let mask = block(bit(SIGUSR1));
+    REC.reset();
+    let r = kill(getpid(), SIGUSR1);
+    let child = std::thread::spawn(|| {
+        std::thread::sleep(Duration::from_millis(20));
+        gettid()
+    })
+    .join()
+    .unwrap_or(-1);
+    let early = REC.count();
+    set_mask(mask);
+    let handled = REC.wait_count(1, LIMIT);
+    let on = REC.tid.load(SeqCst);
+    restore(SIGUSR1, &old);
+    let main = gettid();
+    c.check(
+        "new_thread_inherits_the_mask",
+        r == Ok(0) && early == 0 && handled && on == main,
+        format!(
+            "kill {} while main blocks SIGUSR1; thread {child} created and joined: {early} \
+             handler runs before main unblocked (expected 0), then {} on {on} (main is \
+             {main})",
+            show(r),
+            if handled { "handled" } else { "never handled" }
         ),
     );
 }

@@ -1,10 +1,13 @@
 //! What Spindle's guest images share: a check reporter, raw system calls
 //! (the `syscall` instruction itself, so no libc wrapper adds, caches or
-//! retries anything) and errno names for readable output.
+//! retries anything), errno names for readable output, and the signal
+//! flood of the `target` and `echo` images ([`flood`]).
 //!
 //! The images are ordinary static Linux programs: everything here works the
 //! same on the host, which is how they are tested before the kernel runs
 //! them.
+
+pub mod flood;
 
 use std::fmt::Display;
 use std::io::ErrorKind;

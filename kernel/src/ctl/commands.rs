@@ -290,6 +290,8 @@ fn lwps(json: &mut JsonWriter, pid: Option<Pid>) -> Result<(), String> {
             .boolean(lwp.is_parked())
             .key("hold_mask")
             .string_fmt(format_args!("{:#x}", lwp.hold_mask().0))
+            .key("pending")
+            .string_fmt(format_args!("{:#x}", crate::signal::own_pending(&lwp).0))
             .key("wchan");
         match lwp.wait_channel() {
             Some(location) => json.string_fmt(format_args!(
@@ -602,6 +604,7 @@ crate::ktests! {
         assert!(lwps.starts_with("{\"ok\":{\"pid\":0,\"lwps\":[{\"id\":"), "{lwps}");
         assert!(lwps.contains("\"kernel_only\":true"), "{lwps}");
         assert!(lwps.contains("\"hold_mask\":\"0xffffffffffffffff\""), "{lwps}");
+        assert!(lwps.contains("\"pending\":\"0x0\""), "{lwps}");
         assert!(lwps.contains("\"switches\":") && lwps.contains("\"parked\":false"), "{lwps}");
         let help = answer("help").expect("a reply");
         assert!(help.starts_with("{\"ok\":[\"ps\",\"lwps [PID]\""), "{help}");

@@ -434,6 +434,11 @@ pub fn pending_of(lwp: &Lwp) -> SignalSet {
     SignalSet(own.0 | signals.pending.set.0)
 }
 
+/// `lwp`'s own pending signals, without its process's (`ctl lwps`).
+pub fn own_pending(lwp: &Lwp) -> SignalSet {
+    with_lwp_signals(lwp, |own| own.pending.set)
+}
+
 /// Takes a pending signal in `wanted` for `lwp` (its own first), whatever
 /// its mask (`rt_sigtimedwait`).
 pub fn take_pending(lwp: &Lwp, wanted: SignalSet) -> Option<SigInfo> {

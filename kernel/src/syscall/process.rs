@@ -83,7 +83,7 @@ pub fn clone(
     } else {
         me.fs_base.load(Ordering::Relaxed)
     };
-    let lwp = uproc::spawn_user_lwp(&process, &me.name(), child, fs_base)?;
+    let lwp = uproc::spawn_user_lwp(&process, &me.name(), child, fs_base, me.hold_mask())?;
     let tid = uproc::tid_of(&lwp);
     if flags & CLONE_CHILD_CLEARTID != 0 {
         lwp.clear_child_tid.store(child_tid, Ordering::Release);

@@ -240,7 +240,7 @@ fn spawn(launch: &Launch) -> Result<Arc<Process>, String> {
     process.set_cr3(vm.root());
     *process.vm.lock() = Some(Arc::clone(&vm));
     let frame = user_frame(loaded.entry, stack_pointer);
-    if let Err(error) = spawn_user_lwp(&process, &launch.argv[0], frame, 0) {
+    if let Err(error) = spawn_user_lwp(&process, &launch.argv[0], frame, 0, SignalSet::EMPTY) {
         *process.vm.lock() = None;
         process.set_cr3(0);
         return fail(&process, &vm, format!("no first thread: {error}"));
@@ -282,16 +282,21 @@ pub fn user_frame(rip: u64, rsp: u64) -> TrapFrame {
     }
 }
 
-/// Creates a user LWP in `process` that enters user mode with `frame`.
+/// Creates a user LWP in `process` that enters user mode with `frame`,
+/// holding `hold_mask` (its creator's, as Linux `clone` copies it: a
+/// signal the creator holds never reaches the new LWP before it sets its
+/// own mask).
 pub fn spawn_user_lwp(
     process: &Arc<Process>,
     name: &str,
     frame: TrapFrame,
     fs_base: u64,
+    hold_mask: SignalSet,
 ) -> Result<Arc<Lwp>, Errno> {
     let lwp = Builder::new(name)
         .process(process)
         .user_mode()
+        .hold_mask(hold_mask)
         .stack_pages(USER_LWP_STACK_PAGES)
         .start_stopped()
         .spawn(|| {})?;

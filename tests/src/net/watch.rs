@@ -14,8 +14,9 @@ use spindle_runner::ctl::render::render_lwps;
 use std::collections::BTreeSet;
 
 /// The network workers of `pid`: exactly one LWP named each, kernel-only,
-/// every signal held, flagged `K` in the rendered table; no user LWP has
-/// a worker's name. Returns `(rx, tx)` and every LWP.
+/// every signal held, none pending of its own, flagged `K` in the
+/// rendered table; no user LWP has a worker's name. Returns `(rx, tx)`
+/// and every LWP.
 pub fn check_workers(n: &mut NetGuest, pid: u64) -> Result<(Lwp, Lwp, Vec<Lwp>), String> {
     let v = n.g.ok(&format!("lwps {pid}"))?;
     let (got, lwps) = parse_lwps(&v)?;
@@ -30,6 +31,9 @@ pub fn check_workers(n: &mut NetGuest, pid: u64) -> Result<(Lwp, Lwp, Vec<Lwp>),
             return Err(format!(
                 "{name}: expected kernel_only and hold_mask {ALL_HELD}: {w:?}"
             ));
+        }
+        if w.pending != Some(0) {
+            return Err(format!("{name}: expected no signal pending (0x0): {w:?}"));
         }
         let row = table
             .lines()
