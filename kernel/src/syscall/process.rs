@@ -83,18 +83,33 @@ pub fn clone(
     } else {
         me.fs_base.load(Ordering::Relaxed)
     };
-    let lwp = uproc::spawn_user_lwp(&process, &me.name(), child, fs_base, me.hold_mask())?;
-    let tid = uproc::tid_of(&lwp);
-    if flags & CLONE_CHILD_CLEARTID != 0 {
-        lwp.clear_child_tid.store(child_tid, Ordering::Release);
-    }
-    if flags & CLONE_CHILD_SETTID != 0 {
-        let _ = write_u32(child_tid, tid as u32);
-    }
-    if flags & CLONE_PARENT_SETTID != 0 {
-        write_u32(parent_tid, tid as u32)?;
-    }
-    Ok(tid as u64)
+    // The tid stores and `clear_child_tid` are in place before the new
+    // thread can run, as in Linux: musl's thread list lock holds the
+    // owner's tid (`pthread->tid`, from CLONE_PARENT_SETTID) and is
+    // released by the exiting thread's CLONE_CHILD_CLEARTID; a thread
+    // that ran first would see tid 0, or exit without releasing the lock.
+    // A store that faults is ignored, as Linux ignores it.
+    let prepare = |lwp: &Arc<crate::proc::lwp::Lwp>| {
+        let tid = uproc::tid_of(lwp) as u32;
+        if flags & CLONE_CHILD_CLEARTID != 0 {
+            lwp.clear_child_tid.store(child_tid, Ordering::Release);
+        }
+        if flags & CLONE_CHILD_SETTID != 0 {
+            let _ = write_u32(child_tid, tid);
+        }
+        if flags & CLONE_PARENT_SETTID != 0 {
+            let _ = write_u32(parent_tid, tid);
+        }
+    };
+    let lwp = uproc::spawn_user_lwp(
+        &process,
+        &me.name(),
+        child,
+        fs_base,
+        me.hold_mask(),
+        prepare,
+    )?;
+    Ok(uproc::tid_of(&lwp) as u64)
 }
 
 pub fn set_tid_address(address: u64) -> SysResult {

@@ -240,7 +240,14 @@ fn spawn(launch: &Launch) -> Result<Arc<Process>, String> {
     process.set_cr3(vm.root());
     *process.vm.lock() = Some(Arc::clone(&vm));
     let frame = user_frame(loaded.entry, stack_pointer);
-    if let Err(error) = spawn_user_lwp(&process, &launch.argv[0], frame, 0, SignalSet::EMPTY) {
+    if let Err(error) = spawn_user_lwp(
+        &process,
+        &launch.argv[0],
+        frame,
+        0,
+        SignalSet::EMPTY,
+        |_| {},
+    ) {
         *process.vm.lock() = None;
         process.set_cr3(0);
         return fail(&process, &vm, format!("no first thread: {error}"));
@@ -285,13 +292,16 @@ pub fn user_frame(rip: u64, rsp: u64) -> TrapFrame {
 /// Creates a user LWP in `process` that enters user mode with `frame`,
 /// holding `hold_mask` (its creator's, as Linux `clone` copies it: a
 /// signal the creator holds never reaches the new LWP before it sets its
-/// own mask).
+/// own mask). `prepare` runs before the LWP can run: whatever the new
+/// thread must find done when it starts (its tid stored where `clone`
+/// was asked to, its `clear_child_tid`) is done there.
 pub fn spawn_user_lwp(
     process: &Arc<Process>,
     name: &str,
     frame: TrapFrame,
     fs_base: u64,
     hold_mask: SignalSet,
+    prepare: impl FnOnce(&Arc<Lwp>),
 ) -> Result<Arc<Lwp>, Errno> {
     let lwp = Builder::new(name)
         .process(process)
@@ -302,6 +312,7 @@ pub fn spawn_user_lwp(
         .spawn(|| {})?;
     crate::arch::syscall::place_user_frame(lwp.stack_top, &frame);
     lwp.fs_base.store(fs_base, Ordering::Relaxed);
+    prepare(&lwp);
     process.user_lwps.fetch_add(1, Ordering::AcqRel);
     kthread::start(&lwp)?;
     Ok(lwp)
