@@ -421,22 +421,23 @@ fn net_intx_on_the_pc_machine_echoes() -> Result<(), String> {
     Ok(())
 }
 
-/// `ctl stats` once every user LWP of `pid` sleeps in a socket call (the
-/// image waits in `accept`): a process that has just printed its
-/// listening line may still touch a page or two on its way there.
+/// `ctl stats` once every user LWP of `pid` sleeps, one of them in a
+/// socket call (the image waits in `accept`; `echo`'s flood thread waits
+/// for its signal): a process that has just printed its listening line
+/// may still touch a page or two on its way there.
 fn settled_stats(n: &mut NetGuest, pid: u64) -> Result<Stats, String> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let (_, lwps) = parse_lwps(&n.g.ok(&format!("lwps {pid}"))?)?;
-        let in_socket_call = |l: &Lwp| {
-            l.state == "sleeping" && l.wchan.as_deref().is_some_and(|w| w.contains("net/socket"))
-        };
-        if lwps.iter().filter(|l| !l.kernel_only).all(in_socket_call) {
+        let users: Vec<&Lwp> = lwps.iter().filter(|l| !l.kernel_only).collect();
+        let in_socket_call =
+            |l: &&Lwp| l.wchan.as_deref().is_some_and(|w| w.contains("net/socket"));
+        if users.iter().all(|l| l.state == "sleeping") && users.iter().any(in_socket_call) {
             break;
         }
         if Instant::now() > deadline {
             return Err(format!(
-                "pid {pid}'s LWPs never all waited in a socket call: {lwps:?}"
+                "pid {pid}'s LWPs never all slept, one in a socket call: {lwps:?}"
             ));
         }
         std::thread::sleep(Duration::from_millis(50));

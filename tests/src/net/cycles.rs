@@ -238,6 +238,11 @@ pub fn check_cycle_memory(n: &NetGuest, cycles: u32) -> Result<(), String> {
     }
     if cycles >= 2 {
         let (settled, last) = (after[1].heap_bytes, after[cycles - 1].heap_bytes);
+        println!(
+            "memory after run 2: {:?}; after run {cycles}: {:?}",
+            after[1],
+            after[cycles - 1]
+        );
         if last > settled + HEAP_SLACK_BYTES {
             return Err(format!(
                 "heap after run {cycles} is {last} bytes, run 2 left {settled}: the heap grows"
