@@ -15,7 +15,7 @@
 //! no `echo: listening on 0.0.0.0:7777` line).
 
 use spindle_runner::ctl::render::{render_lwps, render_rings};
-use spindle_runner::images::parse_process_log;
+use spindle_runner::images::{Teardown, parse_process_log};
 use spindle_tests::ctl::{
     Checks, Lwp, Stats, find, parse_flood, parse_lwps, parse_ps, parse_stats, prepare, summary,
 };
@@ -445,6 +445,28 @@ fn settled_stats(n: &mut NetGuest, pid: u64) -> Result<Stats, String> {
     parse_stats(&n.g.ok("stats")?)
 }
 
+/// After the kill cycles (`teardowns` read, `started` when they began,
+/// `settled` the stats with run 2 listening, `pid` the last run): prints
+/// the teardown summary and compares the stats with the last run
+/// listening to run 2's (`check_stats_back`).
+fn after_the_cycles(
+    n: &mut NetGuest,
+    what: &str,
+    teardowns: &[Teardown],
+    started: Instant,
+    settled: Option<Stats>,
+    pid: u64,
+) -> Result<(), String> {
+    println!(
+        "{} in {:.1} s",
+        teardown_summary(what, teardowns),
+        started.elapsed().as_secs_f64()
+    );
+    let after = settled_stats(n, pid)?;
+    let before = settled.ok_or("fewer than 2 cycles")?;
+    check_stats_back(what, KILL_CYCLES, before, after).map_err(|e| format!("{e}\n{}", n.g.tail()))
+}
+
 /// A kill cycle's failure message: which cycle, what, the console tail.
 fn cycle_failure(n: &NetGuest, cycle: u32, e: String) -> String {
     format!("cycle {} of {KILL_CYCLES}: {e}\n{}", cycle + 1, n.g.tail())
@@ -493,15 +515,7 @@ fn net_sigkill_mid_echo_respawns() -> Result<(), String> {
         (at, pid) = (next_at, next);
         teardowns.push(teardown);
     }
-    println!(
-        "{} in {:.1} s",
-        teardown_summary("echo", &teardowns),
-        started.elapsed().as_secs_f64()
-    );
-    let after = settled_stats(&mut n, pid)?;
-    let before = settled.ok_or("fewer than 2 cycles")?;
-    check_stats_back("echo", KILL_CYCLES, before, after)
-        .map_err(|e| format!("{e}\n{}", n.g.tail()))?;
+    after_the_cycles(&mut n, "echo", &teardowns, started, settled, pid)?;
     // The last run serves a whole echo.
     let t = EchoTransfer::start(n.service()?, 1_000_000, 99, STALL)?;
     t.join(ECHO_LIMIT)
@@ -579,15 +593,7 @@ fn net_sigkill_mid_download_respawns() -> Result<(), String> {
         (at, pid) = (next_at, next);
         teardowns.push(teardown);
     }
-    println!(
-        "{} in {:.1} s",
-        teardown_summary("download", &teardowns),
-        started.elapsed().as_secs_f64()
-    );
-    let after = settled_stats(&mut n, pid)?;
-    let before = settled.ok_or("fewer than 2 cycles")?;
-    check_stats_back("download", KILL_CYCLES, before, after)
-        .map_err(|e| format!("{e}\n{}", n.g.tail()))?;
+    after_the_cycles(&mut n, "download", &teardowns, started, settled, pid)?;
     let resp = http_get(n.service()?, "/bytes/100000")
         .map_err(|e| format!("after the cycles: {e}\n{}", n.g.tail()))?;
     if resp.status != 200 || resp.body.len() != 100_000 {

@@ -381,18 +381,23 @@ fn close_for_exit(context: &WorkerContext, queue: &mut TxRing<KernelHal>) {
     loop {
         context.stack.poll();
         let _ = queue.reclaim();
-        post_outgoing(
-            &context.ring,
-            queue,
-            &context.stack,
-            &context.device,
-            usize::MAX,
-        );
+        post_everything(context, queue);
         if !context.stack.lock().tcp_still_closing() || time::now_ns() >= deadline {
             return;
         }
         sched::sleep_ns(1_000_000);
     }
+}
+
+/// `post_outgoing` with no batch limit, for the TX side of `finish`.
+fn post_everything(context: &WorkerContext, queue: &mut TxRing<KernelHal>) {
+    let WorkerContext {
+        ring,
+        device,
+        stack,
+        ..
+    } = context;
+    post_outgoing(ring, queue, stack, device, usize::MAX);
 }
 
 /// Ends a TX ring's closing phase (see `Ring::is_past_closing`).
@@ -414,13 +419,7 @@ fn flush_with_resets(context: &WorkerContext, queue: &mut TxRing<KernelHal>) {
     let deadline = time::now_ns() + FLUSH_NS;
     loop {
         let _ = queue.reclaim();
-        post_outgoing(
-            &context.ring,
-            queue,
-            &context.stack,
-            &context.device,
-            usize::MAX,
-        );
+        post_everything(context, queue);
         let backlog = context.stack.with_frames(|frames| frames.outgoing());
         if (queue.in_flight() == 0 && backlog == 0) || time::now_ns() >= deadline {
             return;
