@@ -1,0 +1,121 @@
+//! Wake-ups of socket calls sleeping on a stack: only the calls whose
+//! sockets may have changed are woken.
+//!
+//! Owns `Signal` (one per socket, per epoll instance and per stack: the
+//! calls watching it, under an `IrqSpinLock` taken after the stack lock
+//! and before the waiters' condvar queues) and `Watch` (one sleeping
+//! call: its `Waiter`, a condvar it alone sleeps on, and the signals it
+//! is on). A socket's signal is the `core::task::Waker` smoltcp wakes
+//! (`register_recv_waker`/`register_send_waker` on every smoltcp socket
+//! of it; woken on data, room, every TCP state change, a reset; consumed
+//! by the wake). A call sleeps thus, all with the stack lock held: check;
+//! put its waiter on the signals of what it watches and register their
+//! wakers (`Socket::arm`); sleep on its condvar (the condvar queues the
+//! sleep before the stack lock is released). Whatever changes a socket
+//! afterwards takes the stack lock, so it finds the waiter listed and
+//! notifies it. States: a waiter is on a signal from its arming until
+//! its `Watch` is dropped (after the sleep, or at the end of the call);
+//! a notify of a waiter that is not asleep is lost, harmlessly (it is
+//! about to check again).
+
+use alloc::sync::Arc;
+use alloc::task::Wake;
+use alloc::vec::Vec;
+
+use crate::sync::{Condvar, IrqSpinLock};
+
+/// The condvar one sleeping call sleeps on.
+pub struct Waiter {
+    pub condvar: Condvar,
+}
+
+/// What a set of waiters watch: notifying it wakes them all.
+pub struct Signal {
+    waiters: IrqSpinLock<Vec<Arc<Waiter>>>,
+}
+
+impl Default for Signal {
+    fn default() -> Self {
+        Signal::new()
+    }
+}
+
+impl Signal {
+    pub const fn new() -> Signal {
+        Signal {
+            waiters: IrqSpinLock::new(Vec::new()),
+        }
+    }
+
+    /// Wakes every call watching this signal.
+    pub fn notify(&self) {
+        for waiter in self.waiters.lock().iter() {
+            waiter.condvar.notify_all();
+        }
+    }
+
+    fn add(&self, waiter: &Arc<Waiter>) {
+        self.waiters.lock().push(Arc::clone(waiter));
+    }
+
+    fn remove(&self, waiter: &Arc<Waiter>) {
+        let mut waiters = self.waiters.lock();
+        if let Some(index) = waiters.iter().position(|other| Arc::ptr_eq(other, waiter)) {
+            waiters.swap_remove(index);
+        }
+    }
+}
+
+impl Wake for Signal {
+    fn wake(self: Arc<Self>) {
+        self.notify();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.notify();
+    }
+}
+
+/// One sleeping call: its waiter and the signals it is on (it leaves them
+/// when dropped).
+pub struct Watch {
+    waiter: Arc<Waiter>,
+    signals: Vec<Arc<Signal>>,
+}
+
+impl Default for Watch {
+    fn default() -> Self {
+        Watch::new()
+    }
+}
+
+impl Watch {
+    pub fn new() -> Watch {
+        Watch {
+            waiter: Arc::new(Waiter {
+                condvar: Condvar::new(),
+            }),
+            signals: Vec::new(),
+        }
+    }
+
+    /// Puts the waiter on `signal` (once).
+    pub fn add(&mut self, signal: &Arc<Signal>) {
+        if !self.signals.iter().any(|other| Arc::ptr_eq(other, signal)) {
+            signal.add(&self.waiter);
+            self.signals.push(Arc::clone(signal));
+        }
+    }
+
+    pub fn waiter(&self) -> &Waiter {
+        &self.waiter
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        for signal in &self.signals {
+            signal.remove(&self.waiter);
+        }
+    }
+}
