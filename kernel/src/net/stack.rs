@@ -9,7 +9,8 @@
 //! woken by the signals of the sockets they watch (`super::wake`: smoltcp
 //! wakes them from inside a poll or a socket call, always under `inner`)
 //! and by the stack's own `signal`, which `go_down` notifies to end every
-//! sleep for good with `ENETDOWN`. `kick` rings the
+//! sleep for good with `ENETDOWN`. The wakes of a worker's poll wait for
+//! its end (`batch`). `kick` rings the
 //! doorbell of the worker that polls for socket calls (the TX worker, or
 //! the loopback poller). System calls never poll: only workers do.
 
@@ -25,7 +26,7 @@ use smoltcp::socket::tcp;
 use smoltcp::time::Instant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, Ipv4Address};
 
-use super::wake::{Signal, Watch};
+use super::wake::{Batch, Signal, Watch};
 use crate::errno::Errno;
 use crate::proc::lwp::WakeReason;
 use crate::sync::{Doorbell, Mutex, MutexGuard};
@@ -274,6 +275,8 @@ pub struct Stack {
     inner: Mutex<StackInner>,
     /// Every sleeping socket call watches it: `go_down` notifies it.
     signal: Arc<Signal>,
+    /// The wakes of a poll, delivered at its end.
+    batch: Arc<Batch>,
     /// Set (under `inner`) when the device went down under a live process
     /// (a ring reset outside exit): waits end with `ENETDOWN`.
     down: AtomicBool,
@@ -333,9 +336,15 @@ impl Stack {
                 closing: Vec::new(),
             }),
             signal: Arc::new(Signal::new()),
+            batch: Arc::new(Batch::new()),
             down: AtomicBool::new(false),
             poller,
         }
+    }
+
+    /// The batch its sockets' signals are woken through.
+    pub fn batch(&self) -> &Arc<Batch> {
+        &self.batch
     }
 
     pub fn lock(&self) -> MutexGuard<'_, StackInner> {
@@ -398,7 +407,9 @@ impl Stack {
     /// their callers. Returns the poll delay the interface asks for.
     pub fn poll(&self) -> Option<u64> {
         let mut inner = self.inner.lock();
+        self.batch.begin();
         inner.poll();
+        self.batch.end();
         inner.poll_delay_ns()
     }
 

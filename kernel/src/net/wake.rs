@@ -3,9 +3,12 @@
 //!
 //! Owns `Signal` (one per socket, per epoll instance and per stack: the
 //! calls watching it, under an `IrqSpinLock` taken after the stack lock
-//! and before the waiters' condvar queues) and `Watch` (one sleeping
-//! call: its `Waiter`, a condvar it alone sleeps on, and the signals it
-//! is on). A socket's signal is the `core::task::Waker` smoltcp wakes
+//! and before the waiters' condvar queues), `Watch` (one sleeping call:
+//! its `Waiter`, a condvar it alone sleeps on, and the signals it is on)
+//! and `Batch` (one per stack: while a worker polls the interface, the
+//! socket signals smoltcp woke, delivered at the end of the poll, still
+//! under the stack lock, so woken calls do not queue on the stack lock
+//! for the rest of the poll; an `IrqSpinLock` taken before the signals'). A socket's signal is the `core::task::Waker` smoltcp wakes
 //! (`register_recv_waker`/`register_send_waker` on every smoltcp socket
 //! of it; woken on data, room, every TCP state change, a reset; consumed
 //! by the wake). A call sleeps thus, all with the stack lock held: check;
@@ -21,6 +24,7 @@
 use alloc::sync::Arc;
 use alloc::task::Wake;
 use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use crate::sync::{Condvar, IrqSpinLock};
 
@@ -29,9 +33,46 @@ pub struct Waiter {
     pub condvar: Condvar,
 }
 
+/// The wakes of one poll of the interface (see the module comment).
+/// `open` only changes under the stack lock, as every wake happens.
+pub struct Batch {
+    open: AtomicBool,
+    woken: IrqSpinLock<Vec<Arc<Signal>>>,
+}
+
+impl Default for Batch {
+    fn default() -> Self {
+        Batch::new()
+    }
+}
+
+impl Batch {
+    pub const fn new() -> Batch {
+        Batch {
+            open: AtomicBool::new(false),
+            woken: IrqSpinLock::new(Vec::new()),
+        }
+    }
+
+    /// A poll begins: wakes wait for `end`.
+    pub fn begin(&self) {
+        self.open.store(true, Ordering::Relaxed);
+    }
+
+    /// The poll ended: notifies the signals woken during it.
+    pub fn end(&self) {
+        self.open.store(false, Ordering::Relaxed);
+        for signal in self.woken.lock().drain(..) {
+            signal.notify();
+        }
+    }
+}
+
 /// What a set of waiters watch: notifying it wakes them all.
 pub struct Signal {
     waiters: IrqSpinLock<Vec<Arc<Waiter>>>,
+    /// A socket's signal: its stack's batch.
+    batch: Option<Arc<Batch>>,
 }
 
 impl Default for Signal {
@@ -44,6 +85,15 @@ impl Signal {
     pub const fn new() -> Signal {
         Signal {
             waiters: IrqSpinLock::new(Vec::new()),
+            batch: None,
+        }
+    }
+
+    /// The signal of a socket of the stack with `batch`.
+    pub fn batched(batch: &Arc<Batch>) -> Signal {
+        Signal {
+            waiters: IrqSpinLock::new(Vec::new()),
+            batch: Some(Arc::clone(batch)),
         }
     }
 
@@ -68,11 +118,17 @@ impl Signal {
 
 impl Wake for Signal {
     fn wake(self: Arc<Self>) {
-        self.notify();
+        match &self.batch {
+            Some(batch) if batch.open.load(Ordering::Relaxed) => {
+                let batch = Arc::clone(batch);
+                batch.woken.lock().push(self);
+            }
+            _ => self.notify(),
+        }
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        self.notify();
+        Arc::clone(self).wake();
     }
 }
 

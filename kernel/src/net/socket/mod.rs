@@ -332,7 +332,7 @@ enum Attempt<T> {
 impl Socket {
     /// A new socket of `kind` on `stack`.
     pub fn new(stack: StackRef, kind: Kind) -> Arc<Socket> {
-        let signal = Arc::new(Signal::new());
+        let signal = Arc::new(Signal::batched(stack.stack().batch()));
         Arc::new(Socket {
             stack,
             kind,
