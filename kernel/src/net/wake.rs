@@ -4,22 +4,25 @@
 //! Owns `Signal` (one per socket, per epoll instance and per stack: the
 //! calls watching it, under an `IrqSpinLock` taken after the stack lock
 //! and before the waiters' condvar queues), `Watch` (one sleeping call:
-//! its `Waiter`, a condvar it alone sleeps on, and the signals it is on)
-//! and `Batch` (one per stack: while a worker polls the interface, the
-//! socket signals smoltcp woke, delivered at the end of the poll, still
-//! under the stack lock, so woken calls do not queue on the stack lock
-//! for the rest of the poll; an `IrqSpinLock` taken before the signals'). A socket's signal is the `core::task::Waker` smoltcp wakes
-//! (`register_recv_waker`/`register_send_waker` on every smoltcp socket
-//! of it; woken on data, room, every TCP state change, a reset; consumed
-//! by the wake). A call sleeps thus, all with the stack lock held: check;
-//! put its waiter on the signals of what it watches and register their
-//! wakers (`Socket::arm`); sleep on its condvar (the condvar queues the
-//! sleep before the stack lock is released). Whatever changes a socket
-//! afterwards takes the stack lock, so it finds the waiter listed and
-//! notifies it. States: a waiter is on a signal from its arming until
-//! its `Watch` is dropped (after the sleep, or at the end of the call);
-//! a notify of a waiter that is not asleep is lost, harmlessly (it is
-//! about to check again).
+//! its `Waiter`, a condvar only it sleeps on, and the signals it is on)
+//! and `Batch` (one per stack, its list an `IrqSpinLock` taken before the
+//! signals': the socket signals smoltcp woke while a worker polls the
+//! interface, notified at the end of the poll, still under the stack
+//! lock, so that woken calls do not queue on the stack lock for the rest
+//! of the poll; outside a poll a wake notifies at once).
+//!
+//! A socket's signal is the `core::task::Waker` of every smoltcp socket of
+//! it (both directions), woken on data, room, every TCP state change and a
+//! reset, and consumed by the wake. A call sleeps thus, with the stack
+//! lock held throughout: it checks; it joins the signals of what it looked
+//! at and registers their wakers (`Socket::arm`); it sleeps on its condvar,
+//! which queues the sleep before releasing the stack lock. Every notify
+//! happens under the stack lock (smoltcp wakes, socket setup changes,
+//! `go_down`; `epoll_ctl` under its socket's stack lock), so it comes
+//! after the sleep is queued and finds the waiter listed. States: a
+//! waiter is on a signal from its arming until its `Watch` is dropped (at
+//! the end of the call); a notify of a waiter that is not asleep is lost,
+//! harmlessly: it checks again before it sleeps again.
 
 use alloc::sync::Arc;
 use alloc::task::Wake;
