@@ -6,7 +6,8 @@
 //! wake; an `IrqSpinLock`, a leaf) and, per process, `Process::net` (a
 //! `Mutex`, taken before the stack and ring locks). Lock order: process
 //! `net` → stack → socket state → ring → doorbell; the transport lock is
-//! a leaf.
+//! a leaf. Socket calls sleep on wake signals (`wake`), taken after the
+//! stack lock.
 //!
 //! Life of an attachment (docs/network.md): created by the process's
 //! first network call (`attach`), which opens the device and inits both
@@ -25,6 +26,7 @@ pub mod ring;
 pub mod socket;
 pub mod stack;
 pub(crate) mod tests;
+pub mod wake;
 
 use alloc::string::String;
 use alloc::sync::Arc;

@@ -5,9 +5,12 @@
 //! ring locks) with the interface, the sockets, the received frames the
 //! RX worker queued (`rx`) and the frames the stack produced for the TX
 //! worker (`tx`), both bounded (excess is counted and dropped, as a full
-//! NIC queue drops). `progress` is notified whenever a poll may have
-//! changed a socket; socket calls sleep on it (`wait`), and `go_down` ends
-//! their sleeps for good with `ENETDOWN`. `kick` rings the
+//! NIC queue drops). Socket calls sleep (`wait`) on their own condvars,
+//! woken by the signals of the sockets they watch (`super::wake`: smoltcp
+//! wakes them from inside a poll or a socket call, always under `inner`)
+//! and by the stack's own `signal`, which `go_down` notifies to end every
+//! sleep for good with `ENETDOWN`. The wakes of a worker's poll wait for
+//! its end (`batch`). `kick` rings the
 //! doorbell of the worker that polls for socket calls (the TX worker, or
 //! the loopback poller). System calls never poll: only workers do.
 
@@ -17,15 +20,16 @@ use alloc::vec;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, Ordering};
 
-use smoltcp::iface::{Config, Interface, PollResult, SocketHandle, SocketSet};
+use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::{Device, DeviceCapabilities, Medium};
 use smoltcp::socket::tcp;
 use smoltcp::time::Instant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, Ipv4Address};
 
+use super::wake::{Batch, Signal, Watch};
 use crate::errno::Errno;
 use crate::proc::lwp::WakeReason;
-use crate::sync::{Condvar, Doorbell, Mutex, MutexGuard};
+use crate::sync::{Doorbell, Mutex, MutexGuard};
 use crate::time;
 
 /// Frames waiting in each direction before new ones are dropped.
@@ -189,25 +193,20 @@ impl StackInner {
         self.closing.push((handle, time::now_ns() + LINGER_NS));
     }
 
-    /// Runs the interface once; returns whether a socket may have changed.
-    fn poll(&mut self) -> bool {
+    /// Runs the interface once (smoltcp wakes the sockets that changed).
+    fn poll(&mut self) {
         let mut device = FrameDevice {
             queues: &mut self.frames,
             medium: self.medium,
         };
-        let mut changed = false;
         // The loopback device feeds its own output back: run until quiet.
         for _ in 0..64 {
-            let result = self.iface.poll(now(), &mut device, &mut self.sockets);
-            if result == PollResult::SocketStateChanged {
-                changed = true;
-            }
+            self.iface.poll(now(), &mut device, &mut self.sockets);
             if !device.queues.loopback || device.queues.rx.is_empty() {
                 break;
             }
         }
         self.reap_closed();
-        changed
     }
 
     fn reap_closed(&mut self) {
@@ -274,7 +273,10 @@ impl StackInner {
 
 pub struct Stack {
     inner: Mutex<StackInner>,
-    progress: Condvar,
+    /// Every sleeping socket call watches it: `go_down` notifies it.
+    signal: Arc<Signal>,
+    /// The wakes of a poll, delivered at its end.
+    batch: Arc<Batch>,
     /// Set (under `inner`) when the device went down under a live process
     /// (a ring reset outside exit): waits end with `ENETDOWN`.
     down: AtomicBool,
@@ -333,10 +335,16 @@ impl Stack {
                 medium,
                 closing: Vec::new(),
             }),
-            progress: Condvar::new(),
+            signal: Arc::new(Signal::new()),
+            batch: Arc::new(Batch::new()),
             down: AtomicBool::new(false),
             poller,
         }
+    }
+
+    /// The batch its sockets' signals are woken through.
+    pub fn batch(&self) -> &Arc<Batch> {
+        &self.batch
     }
 
     pub fn lock(&self) -> MutexGuard<'_, StackInner> {
@@ -352,35 +360,39 @@ impl Stack {
     pub fn go_down(&self) {
         let _inner = self.inner.lock();
         self.down.store(true, Ordering::Release);
-        self.progress.notify_all();
+        self.signal.notify();
     }
 
     pub fn is_down(&self) -> bool {
         self.down.load(Ordering::Acquire)
     }
 
-    /// Releases `guard`, sleeps interruptibly until a worker has polled
-    /// the interface with a possible socket change, or `deadline_ns`
-    /// (monotonic) passes; relocks. `Err(ERESTARTSYS)` when interrupted,
-    /// `Err(ENETDOWN)` when the stack is down (`go_down`).
+    /// Releases `guard`, sleeps interruptibly until a signal `watch` is on
+    /// is notified (the caller armed it for what it waits for, with
+    /// `guard` held since its check), the stack goes down, or
+    /// `deadline_ns` (monotonic) passes; relocks. `Err(ERESTARTSYS)` when
+    /// interrupted, `Err(ENETDOWN)` when the stack is down (`go_down`).
     #[track_caller]
     pub fn wait<'a>(
         &self,
         guard: MutexGuard<'a, StackInner>,
+        watch: &mut Watch,
         deadline_ns: Option<u64>,
     ) -> Result<MutexGuard<'a, StackInner>, Errno> {
         if self.is_down() {
             return Err(Errno::ENETDOWN);
         }
+        watch.add(&self.signal);
+        let condvar = &watch.waiter().condvar;
         let (guard, why) = match deadline_ns {
             Some(deadline) => {
                 let left = deadline.saturating_sub(time::now_ns());
                 if left == 0 {
                     return Ok(guard);
                 }
-                self.progress.wait_timeout_interruptible(guard, left)
+                condvar.wait_timeout_interruptible(guard, left)
             }
-            None => self.progress.wait_interruptible(guard),
+            None => condvar.wait_interruptible(guard),
         };
         if why == WakeReason::Interrupted {
             return Err(Errno::ERESTARTSYS);
@@ -391,17 +403,14 @@ impl Stack {
         Ok(guard)
     }
 
-    /// Polls the interface (workers only) and wakes socket calls if a
-    /// socket may have changed. Returns the poll delay the interface asks
-    /// for.
+    /// Polls the interface (workers only); the sockets that changed wake
+    /// their callers. Returns the poll delay the interface asks for.
     pub fn poll(&self) -> Option<u64> {
         let mut inner = self.inner.lock();
-        let changed = inner.poll();
-        let delay = inner.poll_delay_ns();
-        if changed {
-            self.progress.notify_all();
-        }
-        delay
+        self.batch.begin();
+        inner.poll();
+        self.batch.end();
+        inner.poll_delay_ns()
     }
 
     /// Runs `f` on the frame queues (the rings' side).

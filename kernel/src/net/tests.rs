@@ -92,7 +92,8 @@ crate::ktests! {
         assert!(rx.wait_for_state(RingState::Reset, 5 * SECOND_NS), "rx ring reset with it");
         assert!(!attachment.device.is_live(), "device stopped");
         let deadline = Some(crate::time::now_ns() + SECOND_NS);
-        let waited = attachment.stack.wait(attachment.stack.lock(), deadline);
+        let mut watch = crate::net::wake::Watch::new();
+        let waited = attachment.stack.wait(attachment.stack.lock(), &mut watch, deadline);
         assert_eq!(waited.err(), Some(crate::errno::Errno::ENETDOWN), "a socket wait ends");
         assert_eq!(attach(&process).err(), Some(crate::errno::Errno::ENETDOWN));
         drop(attachment);

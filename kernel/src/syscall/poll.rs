@@ -12,13 +12,18 @@
 //! returns 0 first).
 //!
 //! Owns the epoll instances (`Epoll`: an interest list keyed by descriptor
-//! number, holding files weakly, under a sleeping mutex taken before the
-//! stack). The console is always ready (stdin at end of file, output
-//! writable). Sockets are checked with their stack locked and the caller
-//! sleeps with `Stack::wait`, so a poll of the interface between check and
-//! sleep is never missed; without sockets nothing can become ready and the
-//! call just sleeps out its timeout. Locks: fd table (only to look files
-//! up), then epoll, then stack, then socket state.
+//! number, holding files weakly, under a sleeping mutex that is taken
+//! inside the stack lock and released before anything else is taken; and
+//! a wake signal, notified by `epoll_ctl` adding or changing a socket,
+//! under that socket's stack lock). The
+//! console is always ready (stdin at end of file, output writable).
+//! Sockets (of the first socket's stack) are checked with their stack
+//! locked; with nothing ready, the caller arms every socket and nested
+//! epoll it looked at (`watch_file`) and sleeps with `Stack::wait`, the
+//! lock held throughout, so no change after the check is missed; without
+//! sockets nothing can become ready and the call just sleeps out its
+//! timeout. Locks: fd table (only to look files up), then stack, then an
+//! epoll's interest list or socket state, then wake signals.
 
 use alloc::collections::BTreeMap;
 use alloc::sync::{Arc, Weak};
@@ -29,6 +34,7 @@ use crate::errno::Errno;
 use crate::fd::{self, File, FileKind, O_RDWR};
 use crate::mm::usercopy::{check_range, copy_from_user, copy_to_user};
 use crate::net::socket::{POLLERR, POLLHUP, POLLIN, POLLNVAL, POLLOUT, POLLPRI, Socket};
+use crate::net::wake::{Signal, Watch};
 use crate::net::{Stack, StackInner};
 use crate::sync::Mutex;
 use crate::time;
@@ -52,12 +58,15 @@ struct Interest {
 /// An epoll instance.
 pub struct Epoll {
     interest: Mutex<BTreeMap<usize, Interest>>,
+    /// Watched by `poll`/`select` calls sleeping on this instance.
+    signal: Arc<Signal>,
 }
 
 impl Epoll {
     pub fn new() -> Epoll {
         Epoll {
             interest: Mutex::new(BTreeMap::new()),
+            signal: Arc::new(Signal::new()),
         }
     }
 }
@@ -99,24 +108,47 @@ fn first_socket<'a>(files: impl Iterator<Item = &'a Arc<File>>) -> Option<Arc<So
     })
 }
 
+/// Arms `watch` for what `file_events` looks at on `stack` (locked as
+/// `inner`): a socket's changes, a nested epoll's changes and sockets.
+fn watch_file(file: &File, stack: &Stack, inner: &mut StackInner, watch: &mut Watch, depth: u32) {
+    match &file.kind {
+        FileKind::Socket(socket) if core::ptr::eq(stack, socket.stack()) => {
+            socket.arm(inner, watch)
+        }
+        FileKind::Epoll(epoll) if depth == 0 => {
+            watch.add(&epoll.signal);
+            let files: Vec<Arc<File>> = epoll
+                .interest
+                .lock()
+                .values()
+                .filter_map(|entry| entry.file.upgrade())
+                .collect();
+            for file in files {
+                watch_file(&file, stack, inner, watch, 1);
+            }
+        }
+        _ => {}
+    }
+}
+
 /// Whether a signal (or a stop, or the exit) waits for the caller.
 fn signal_pending() -> bool {
     crate::sched::current().interrupt_pending()
 }
 
-/// Runs `check` (with `socket`'s stack locked, if any) until it gives
-/// something or `deadline` passes (`None` then). `Err(())` when
-/// interrupted; with `signals_first` (poll, select) a pending signal
-/// interrupts before the deadline is looked at.
-fn wait_ready<T>(
-    socket: Option<&Arc<Socket>>,
+/// Runs `check` on `files` (with the first socket's stack locked, if
+/// any) until it gives something or `deadline` passes (`None` then).
+/// `Err(())` when interrupted; with `signals_first` (poll, select) a
+/// pending signal interrupts before the deadline is looked at.
+fn wait_ready<'a, T>(
+    files: impl Iterator<Item = &'a Arc<File>> + Clone,
     deadline: Option<u64>,
     signals_first: bool,
     mut check: impl FnMut(Option<(&Stack, &mut StackInner)>) -> Option<T>,
 ) -> Result<Option<T>, ()> {
     let expired =
         |deadline: Option<u64>| deadline.is_some_and(|deadline| time::now_ns() >= deadline);
-    let Some(socket) = socket else {
+    let Some(socket) = first_socket(files.clone()) else {
         if let Some(result) = check(None) {
             return Ok(Some(result));
         }
@@ -130,6 +162,7 @@ fn wait_ready<T>(
         return Ok(check(None));
     };
     let stack = socket.stack();
+    let mut watch = Watch::new();
     let mut inner = stack.lock();
     loop {
         if let Some(result) = check(Some((stack, &mut inner))) {
@@ -141,7 +174,10 @@ fn wait_ready<T>(
         if expired(deadline) {
             return Ok(None);
         }
-        inner = stack.wait(inner, deadline).map_err(|_| ())?;
+        for file in files.clone() {
+            watch_file(file, stack, &mut inner, &mut watch, 0);
+        }
+        inner = stack.wait(inner, &mut watch, deadline).map_err(|_| ())?;
     }
 }
 
@@ -252,7 +288,6 @@ fn poll_common(fds: u64, count: u64, deadline: Option<u64>) -> SysResult {
             })
             .collect()
     };
-    let socket = first_socket(files.iter().flatten());
     let check = |mut locked: Option<(&Stack, &mut StackInner)>| {
         let mut ready = 0u64;
         let revents: Vec<u16> = entries
@@ -275,7 +310,7 @@ fn poll_common(fds: u64, count: u64, deadline: Option<u64>) -> SysResult {
             .collect();
         (ready > 0).then_some((ready, revents))
     };
-    let (ready, revents) = match wait_ready(socket.as_ref(), deadline, true, check) {
+    let (ready, revents) = match wait_ready(files.iter().flatten(), deadline, true, check) {
         Ok(Some(result)) => result,
         Ok(None) => (0, alloc::vec![0; entries.len()]),
         Err(()) => return Err(Errno::ERESTARTNOHAND),
@@ -372,7 +407,6 @@ fn select_common(
             .map(|&fd| table.get(fd))
             .collect::<Result<_, _>>()?
     };
-    let socket = first_socket(files.iter());
     let check = |mut locked: Option<(&Stack, &mut StackInner)>| {
         let mut out = [
             alloc::vec![0u64; words],
@@ -398,7 +432,7 @@ fn select_common(
         }
         (count > 0).then_some((count, out))
     };
-    let (count, out) = match wait_ready(socket.as_ref(), deadline, true, check) {
+    let (count, out) = match wait_ready(files.iter(), deadline, true, check) {
         Ok(Some(result)) => result,
         Ok(None) => (
             0,
@@ -523,6 +557,16 @@ pub fn epoll_ctl(epfd: u64, op: u64, target: u64, event: u64) -> SysResult {
         }
         _ => return Err(Errno::EINVAL),
     }
+    drop(interest);
+    // A poll or select sleeping on this instance looks again (a socket
+    // it did not arm may be ready): notified under the socket's stack
+    // lock, which it holds from its check to its sleep.
+    if let FileKind::Socket(socket) = &file.kind
+        && op != EPOLL_CTL_DEL
+    {
+        let _inner = socket.stack().lock();
+        epoll.signal.notify();
+    }
     Ok(0)
 }
 
@@ -592,7 +636,6 @@ fn epoll_wait_until(epfd: u64, events: u64, max_events: u64, timeout: Option<u64
             })
             .collect()
     };
-    let socket = first_socket(entries.iter().map(|(_, file, _, _)| file));
     let check = |mut locked: Option<(&Stack, &mut StackInner)>| {
         let mut ready = Vec::new();
         for (fd, file, wanted, data) in &entries {
@@ -608,7 +651,8 @@ fn epoll_wait_until(epfd: u64, events: u64, max_events: u64, timeout: Option<u64
         }
         (!ready.is_empty()).then_some(ready)
     };
-    let ready = match wait_ready(socket.as_ref(), deadline, false, check) {
+    let files = entries.iter().map(|(_, file, _, _)| file);
+    let ready = match wait_ready(files, deadline, false, check) {
         Ok(Some(ready)) => ready,
         Ok(None) => Vec::new(),
         Err(()) => return Err(Errno::EINTR),

@@ -9,11 +9,17 @@
 //!
 //! Locks, in order: fd table → stack (`Stack::lock`) → socket state (a
 //! sleeping mutex, only ever taken with the stack lock held, never held
-//! across a sleep) → `PORTS`. Readiness is computed and blocking calls go
-//! to sleep (`Stack::wait`) with the stack lock held, so a poll of the
-//! interface between the check and the sleep cannot be missed. Nothing
-//! here polls the interface: calls that queue or free buffer space, close,
-//! connect or listen `kick` the stack after releasing its lock.
+//! across a sleep) → `PORTS`; wake signals (`super::wake`) after the stack.
+//! Each socket has a `Signal`, the waker of all its smoltcp sockets: a
+//! blocking call checks, then `arm`s (joins the signal, registers the
+//! waker, which a wake consumes) and sleeps (`Stack::wait`), all with the
+//! stack lock held, so no change between the check and the sleep is
+//! missed. smoltcp wakes the signal on data, room and state changes; calls
+//! that change a socket's setup (bind, listen, connect, accept, shutdown,
+//! options, a datagram socket's first send or receive) notify it
+//! themselves, under the stack lock. Nothing here polls the interface:
+//! calls that queue or free buffer space, close, connect or listen `kick`
+//! the stack after releasing its lock.
 
 mod addr;
 mod tcp;
@@ -27,6 +33,7 @@ use smoltcp::wire::{IpAddress, Ipv4Address};
 
 pub use addr::{AF_UNSPEC, SOCKADDR_IN_SIZE, SockAddr};
 
+use super::wake::{Signal, Watch};
 use super::{Attachment, Stack, StackInner};
 use crate::errno::Errno;
 use crate::sync::Mutex;
@@ -198,6 +205,10 @@ pub struct Socket {
     stack: StackRef,
     kind: Kind,
     state: Mutex<State>,
+    /// Woken when the socket may have changed (see the module comment).
+    signal: Arc<Signal>,
+    /// `signal` as the waker of its smoltcp sockets.
+    waker: core::task::Waker,
 }
 
 /// A bound port of one stack and protocol.
@@ -321,9 +332,12 @@ enum Attempt<T> {
 impl Socket {
     /// A new socket of `kind` on `stack`.
     pub fn new(stack: StackRef, kind: Kind) -> Arc<Socket> {
+        let signal = Arc::new(Signal::batched(stack.stack().batch()));
         Arc::new(Socket {
             stack,
             kind,
+            waker: core::task::Waker::from(Arc::clone(&signal)),
+            signal,
             state: Mutex::new(State {
                 options: Options::default(),
                 local: None,
@@ -352,6 +366,28 @@ impl Socket {
         body(&mut inner, &mut state)
     }
 
+    /// `with` for a change of the socket's setup: its waiters are woken
+    /// (still under the stack lock) to look again.
+    fn change<R>(&self, body: impl FnOnce(&mut StackInner, &mut State) -> R) -> R {
+        self.with(|inner, state| {
+            let result = body(inner, state);
+            self.signal.notify();
+            result
+        })
+    }
+
+    /// Puts `watch` on this socket's signal and registers the signal as
+    /// the waker of its smoltcp sockets (`inner`: its stack, locked since
+    /// the caller's check).
+    pub fn arm(&self, inner: &mut StackInner, watch: &mut Watch) {
+        let state = self.state.lock();
+        match self.kind {
+            Kind::Tcp => tcp::register(inner, &state, &self.waker),
+            Kind::Udp => udp::register(inner, &state, &self.waker),
+        }
+        watch.add(&self.signal);
+    }
+
     /// Runs `attempt` until it is done, sleeping between polls of the
     /// interface: `EAGAIN` at once when `nonblocking`, `timeout_error` once
     /// `timeout` (ns) has passed, `ERESTARTSYS`/`EINTR` when interrupted.
@@ -366,6 +402,7 @@ impl Socket {
     ) -> Result<T, Errno> {
         let stack = self.stack();
         let deadline = deadline_after(timeout);
+        let mut watch = None;
         let mut inner = stack.lock();
         let result = loop {
             let outcome = {
@@ -381,7 +418,9 @@ impl Socket {
             if deadline.is_some_and(|deadline| time::now_ns() >= deadline) {
                 break Err(timeout_error);
             }
-            inner = match stack.wait(inner, deadline) {
+            let watch = watch.get_or_insert_with(Watch::new);
+            self.arm(&mut inner, watch);
+            inner = match stack.wait(inner, watch, deadline) {
                 Ok(inner) => inner,
                 Err(Errno::ENETDOWN) => return Err(Errno::ENETDOWN),
                 Err(_) => {
@@ -401,7 +440,7 @@ impl Socket {
 
     /// Binds to `address` (port 0: an ephemeral port).
     pub fn bind(&self, address: SockAddr) -> Result<(), Errno> {
-        self.with(|inner, state| {
+        self.change(|inner, state| {
             if state.local.is_some() || !matches!(state.tcp, tcp::Phase::Idle) {
                 return Err(Errno::EINVAL);
             }
@@ -423,6 +462,20 @@ impl Socket {
                 udp::open(inner, state)?;
             }
             Ok(())
+        })
+    }
+
+    /// Binds a datagram socket (an ephemeral port unless bound) and makes
+    /// its smoltcp socket, unless made; that is a change (`change`).
+    fn open_udp(&self) -> Result<(), Errno> {
+        self.with(|inner, state| {
+            if state.udp.handle.is_some() {
+                return Ok(());
+            }
+            self.autobind(state)?;
+            let result = udp::open(inner, state);
+            self.signal.notify();
+            result
         })
     }
 
@@ -509,10 +562,7 @@ impl Socket {
                 if to.is_none() && !self.with(|_, state| state.udp.peer.is_some()) {
                     return Err(Errno::EDESTADDRREQ);
                 }
-                self.with(|inner, state| {
-                    self.autobind(state)?;
-                    udp::open(inner, state)
-                })?;
+                self.open_udp()?;
                 self.block(nonblocking, timeout, Errno::EAGAIN, true, |inner, state| {
                     udp::send(inner, state, data, to, flags)
                 })
@@ -545,10 +595,7 @@ impl Socket {
                 }
             }
             Kind::Udp => {
-                self.with(|inner, state| {
-                    self.autobind(state)?;
-                    udp::open(inner, state)
-                })?;
+                self.open_udp()?;
                 self.block(nonblocking, timeout, Errno::EAGAIN, true, |inner, state| {
                     udp::recv(inner, state, buffer, flags)
                 })
@@ -563,7 +610,7 @@ impl Socket {
         if how > SHUT_RDWR {
             return Err(Errno::EINVAL);
         }
-        let result = self.with(|inner, state| match self.kind {
+        let result = self.change(|inner, state| match self.kind {
             Kind::Tcp => tcp::shutdown(inner, state, how),
             Kind::Udp => {
                 if state.udp.peer.is_none() {
@@ -605,7 +652,7 @@ impl Socket {
             ))
         };
         use opt::*;
-        let result = self.with(|inner, state| {
+        let result = self.change(|inner, state| {
             let options = &mut state.options;
             match (level, name) {
                 (SOL_SOCKET, SO_REUSEADDR) => options.reuse_addr = int()? != 0,
@@ -721,7 +768,7 @@ impl Socket {
         if self.kind != Kind::Tcp {
             return Err(Errno::EOPNOTSUPP);
         }
-        let result = self.with(|inner, state| {
+        let result = self.change(|inner, state| {
             self.autobind(state)?;
             tcp::listen(inner, state, backlog)
         });
@@ -737,7 +784,12 @@ impl Socket {
         let timeout = self.with(|_, state| state.options.rcvtimeo);
         let (handle, local, peer, options) =
             self.block(nonblocking, timeout, Errno::EAGAIN, true, |inner, state| {
-                tcp::accept(inner, state)
+                let attempt = tcp::accept(inner, state);
+                if let Ok(Attempt::Done(_)) = attempt {
+                    // A fresh listener took the slot: other callers arm it.
+                    self.signal.notify();
+                }
+                attempt
             })?;
         let socket = Socket::new(self.stack.clone_ref(), Kind::Tcp);
         {
@@ -751,21 +803,21 @@ impl Socket {
 
     /// `connect(AF_UNSPEC)` of a datagram socket: it forgets its peer.
     pub fn disconnect(&self) {
-        self.with(|_, state| state.udp.peer = None);
+        self.change(|_, state| state.udp.peer = None);
     }
 
     /// Connects to `address`: a stream socket waits for the handshake
     /// (`EINPROGRESS` when non-blocking); a datagram socket sets its peer.
     pub fn connect(&self, address: SockAddr, nonblocking: bool) -> Result<(), Errno> {
         match self.kind {
-            Kind::Udp => self.with(|inner, state| {
+            Kind::Udp => self.change(|inner, state| {
                 self.autobind(state)?;
                 udp::open(inner, state)?;
                 state.udp.peer = Some(address);
                 Ok(())
             }),
             Kind::Tcp => {
-                let step = self.with(|inner, state| {
+                let step = self.change(|inner, state| {
                     let local = self.autobind(state)?;
                     tcp::connect(inner, state, local, address, nonblocking)
                 });
@@ -787,7 +839,7 @@ impl Socket {
                 match result {
                     Err(Errno::ETIMEDOUT) if timeout.is_some() => Err(Errno::EINPROGRESS),
                     Err(Errno::ETIMEDOUT) => {
-                        self.with(tcp::abort_connect);
+                        self.change(tcp::abort_connect);
                         self.stack().kick();
                         Err(Errno::ETIMEDOUT)
                     }

@@ -8,6 +8,7 @@
 //! puts a fresh listener in its place.
 
 use alloc::vec::Vec;
+use core::task::Waker;
 
 use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp::{self, RecvError, State as TcpState};
@@ -410,6 +411,23 @@ pub fn poll_events(inner: &mut StackInner, state: &mut State) -> u16 {
             }
             events
         }
+    }
+}
+
+/// Registers `waker` for both directions of every smoltcp socket of the
+/// socket (the listeners of a listening one).
+pub fn register(inner: &mut StackInner, state: &State, waker: &Waker) {
+    let handles: &[SocketHandle] = match &state.tcp {
+        Phase::Listening { handles } => handles,
+        Phase::Connecting { handle } | Phase::Connected { handle, .. } => {
+            core::slice::from_ref(handle)
+        }
+        Phase::Idle | Phase::Failed => &[],
+    };
+    for handle in handles {
+        let socket = inner.sockets.get_mut::<tcp::Socket>(*handle);
+        socket.register_recv_waker(waker);
+        socket.register_send_waker(waker);
     }
 }
 

@@ -6,6 +6,8 @@
 //! Every function runs with the stack and the socket state locked (see
 //! `super`); none sleeps, none polls the interface.
 
+use core::task::Waker;
+
 use smoltcp::iface::SocketHandle;
 use smoltcp::socket::udp;
 use smoltcp::wire::Ipv4Address;
@@ -141,6 +143,15 @@ pub fn poll_events(inner: &mut StackInner, state: &mut State) -> u16 {
             }
             events
         }
+    }
+}
+
+/// Registers `waker` for both directions of the smoltcp socket, if any.
+pub fn register(inner: &mut StackInner, state: &State, waker: &Waker) {
+    if let Some(handle) = state.udp.handle {
+        let socket = inner.sockets.get_mut::<udp::Socket>(handle);
+        socket.register_recv_waker(waker);
+        socket.register_send_waker(waker);
     }
 }
 
