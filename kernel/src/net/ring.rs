@@ -307,6 +307,13 @@ pub fn init(process: &Arc<Process>, context: WorkerContext, queue: RingQueue) ->
         Errno::ESRCH
     } else {
         Errno::EAGAIN
+    })
+    .inspect_err(|error| {
+        log::warn!(
+            "net: {}: the worker could not be created ({}); the ring stays in RESET",
+            ring.name,
+            error.name()
+        )
     })?;
     illumos::lwp_set_kthread(&worker);
     illumos::lwp_set_name(&worker, &ring.name);
