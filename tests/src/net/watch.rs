@@ -117,12 +117,34 @@ pub fn storm_sample(n: &mut NetGuest, pid: u64, rx0: &Lwp, tx0: &Lwp) -> Result<
             "the representative (signal target) of pid {pid} is the worker {r}: {}",
             summary(&lwps)
         )),
-        Some(r) if !lwps.iter().any(|l| l.id == r && !l.kernel_only) => Err(format!(
-            "the representative {r} of pid {pid} is no user LWP of it: {}",
-            summary(&lwps)
-        )),
-        Some(_) => Ok(()),
+        Some(r) => representative_is_user(n, pid, r, &lwps),
         None => Err(format!("pid {pid} has no representative: {p:?}")),
+    }
+}
+
+/// `ps` named `r` the representative of `pid`, after `before` was read:
+/// `r` is a user LWP in `before` or in a reading after `ps`, or (the
+/// image's short-lived client threads come and go between two readings)
+/// an LWP newer than every one in `before` that is gone again, which can
+/// only be one the image made: the kernel-only ones are the two workers,
+/// which the caller has ruled out.
+fn representative_is_user(
+    n: &mut NetGuest,
+    pid: u64,
+    r: u64,
+    before: &[Lwp],
+) -> Result<(), String> {
+    let user = |lwps: &[Lwp]| lwps.iter().find(|l| l.id == r).map(|l| !l.kernel_only);
+    let after = n.g.lwps(pid)?;
+    let newest = before.iter().map(|l| l.id).max().unwrap_or(0);
+    match (user(before), user(&after)) {
+        (Some(true), _) | (None, Some(true)) => Ok(()),
+        (None, None) if r > newest => Ok(()),
+        _ => Err(format!(
+            "the representative {r} of pid {pid} is no user LWP of it: before `ps` {}; after {}",
+            summary(before),
+            summary(&after)
+        )),
     }
 }
 
