@@ -24,6 +24,54 @@ pub fn run(c: &mut Checker, env: &Env) {
     }
     nonblocking(c, env);
     nonblocking_connect(c, env);
+    disconnect(c, env);
+}
+
+/// `connect(AF_UNSPEC)` on a connected stream socket (Linux's
+/// `tcp_disconnect`): 0; the socket is unconnected (`getpeername`
+/// ENOTCONN; the next send reports the reset, ECONNRESET) and its peer
+/// sees the connection end; it can connect again.
+fn disconnect(c: &mut Checker, env: &Env) {
+    let (client, server) = match crate::pair(env) {
+        Ok(p) => p,
+        Err(e) => {
+            c.check("disconnect_pair", false, e);
+            return;
+        }
+    };
+    let mut unspec = [0u8; 16];
+    unspec[..2].copy_from_slice(&(AF_UNSPEC as u16).to_ne_bytes());
+    c.expect_ok(
+        "tcp_connect_af_unspec_disconnects",
+        sys::connect(client, &unspec),
+    );
+    c.expect_errno(
+        "tcp_getpeername_after_disconnect",
+        sys::name(client, true, 16).map(|_| 0),
+        ENOTCONN,
+    );
+    c.expect_errno(
+        "tcp_send_after_disconnect",
+        sys::send(client, b"x", MSG_NOSIGNAL),
+        ECONNRESET,
+    );
+    let _ = sys::poll1(server, POLLIN, 5000);
+    let mut buf = [0u8; 8];
+    let r = sys::recv(server, &mut buf, MSG_DONTWAIT);
+    c.check(
+        "tcp_peer_sees_the_disconnect",
+        matches!(r, Ok(0) | Err(ECONNRESET)),
+        show(r),
+    );
+    let _ = sys::close(server);
+    let again = sys::connect(client, &env.peer);
+    c.expect_ok("tcp_connect_after_disconnect", again);
+    if again.is_ok()
+        && let Ok((accepted, _)) = sys::accept(env.listener, 0)
+    {
+        let _ = sys::close(accepted);
+    }
+    let _ = sys::close(client);
 }
 
 fn names(c: &mut Checker, env: &Env, client: i64, server: i64) {

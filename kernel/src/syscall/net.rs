@@ -163,8 +163,8 @@ pub fn connect(fd: u64, address: u64, length: u64) -> SysResult {
     if length < 2 {
         return Err(Errno::EINVAL);
     }
-    // AF_UNSPEC dissolves a datagram socket's association.
-    if u16::from_le_bytes([bytes[0], bytes[1]]) == AF_UNSPEC && socket.kind() == Kind::Udp {
+    // AF_UNSPEC dissolves the socket's association (Linux's disconnect).
+    if u16::from_le_bytes([bytes[0], bytes[1]]) == AF_UNSPEC {
         socket.disconnect();
         return Ok(0);
     }

@@ -801,9 +801,16 @@ impl Socket {
         Ok((socket, peer))
     }
 
-    /// `connect(AF_UNSPEC)` of a datagram socket: it forgets its peer.
+    /// `connect(AF_UNSPEC)`: a datagram socket forgets its peer; a stream
+    /// socket drops its connection or listeners (`tcp::disconnect`).
     pub fn disconnect(&self) {
-        self.change(|_, state| state.udp.peer = None);
+        match self.kind {
+            Kind::Udp => self.change(|_, state| state.udp.peer = None),
+            Kind::Tcp => {
+                self.change(tcp::disconnect);
+                self.stack().kick();
+            }
+        }
     }
 
     /// Connects to `address`: a stream socket waits for the handshake

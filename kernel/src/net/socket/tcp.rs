@@ -455,19 +455,40 @@ pub fn shutdown(inner: &mut StackInner, state: &mut State, how: u32) -> Result<(
 
 /// The last reference is gone: FIN, or RST when unread data remains (as
 /// Linux does); the stack frees the smoltcp socket once it is closed.
+/// Stops listening: the listeners still waiting go at once, the ones a
+/// peer reached are reset.
+fn stop_listening(inner: &mut StackInner, handles: Vec<SocketHandle>) {
+    for handle in handles {
+        let socket = inner.sockets.get_mut::<tcp::Socket>(handle);
+        if socket.state() == TcpState::Listen {
+            inner.sockets.remove(handle);
+        } else {
+            socket.abort();
+            inner.release_tcp(handle);
+        }
+    }
+}
+
+/// `connect(AF_UNSPEC)` (Linux's `tcp_disconnect`): whatever the socket
+/// was doing ends at once, a connection (or a connect under way) with a
+/// reset reported by the next call (`ECONNRESET`), and the socket is
+/// unconnected again: it may connect or listen anew.
+pub fn disconnect(inner: &mut StackInner, state: &mut State) {
+    state.error = None;
+    match core::mem::replace(&mut state.tcp, Phase::Idle) {
+        Phase::Listening { handles } => stop_listening(inner, handles),
+        Phase::Connecting { handle } | Phase::Connected { handle, .. } => {
+            inner.sockets.get_mut::<tcp::Socket>(handle).abort();
+            inner.release_tcp(handle);
+            state.error = Some(Errno::ECONNRESET);
+        }
+        Phase::Idle | Phase::Failed => {}
+    }
+}
+
 pub fn close(inner: &mut StackInner, state: &mut State) {
     match core::mem::replace(&mut state.tcp, Phase::Idle) {
-        Phase::Listening { handles } => {
-            for handle in handles {
-                let socket = inner.sockets.get_mut::<tcp::Socket>(handle);
-                if socket.state() == TcpState::Listen {
-                    inner.sockets.remove(handle);
-                } else {
-                    socket.abort();
-                    inner.release_tcp(handle);
-                }
-            }
-        }
+        Phase::Listening { handles } => stop_listening(inner, handles),
         Phase::Connecting { handle } => {
             inner.sockets.get_mut::<tcp::Socket>(handle).abort();
             inner.release_tcp(handle);
