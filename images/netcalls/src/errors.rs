@@ -106,9 +106,7 @@ fn binding(c: &mut Checker, env: &Env) {
         sys::bind(fd, &sin([203, 0, 113, 1], 0)),
         EADDRNOTAVAIL,
     );
-    let mut unspec = sin([0; 4], 0);
-    unspec[..2].copy_from_slice(&(AF_UNSPEC as u16).to_ne_bytes());
-    c.expect_ok("bind_af_unspec_any", sys::bind(fd, &unspec));
+    c.expect_ok("bind_af_unspec_any", sys::bind(fd, &sys::UNSPEC));
     c.expect_errno("bind_twice", sys::bind(fd, &sin([0; 4], 0)), EINVAL);
     let name = sys::name(fd, false, 16);
     c.check(
@@ -224,11 +222,9 @@ fn datagrams(c: &mut Checker, env: &Env) {
         peer.is_ok_and(|(a, _)| a == env.closed),
         format!("{:?}", peer.map(|(a, _)| sys::show_addr(&a))),
     );
-    let mut unspec = [0u8; 16];
-    unspec[..2].copy_from_slice(&(AF_UNSPEC as u16).to_ne_bytes());
     c.expect_ok(
         "udp_connect_af_unspec_disconnects",
-        sys::connect(u, &unspec),
+        sys::connect(u, &sys::UNSPEC),
     );
     c.expect_errno(
         "udp_getpeername_after_disconnect",
@@ -324,12 +320,8 @@ fn pointers(c: &mut Checker, env: &Env) {
     let _ = sys::close(fd);
 
     // A connection with data waiting, for the receive side.
-    let (client, server) = match crate::pair(env) {
-        Ok(p) => p,
-        Err(e) => {
-            c.check("pointers_pair", false, e);
-            return;
-        }
+    let Some((client, server)) = crate::checked_pair(c, env, "pointers_pair") else {
+        return;
     };
     // SAFETY: unmapped memory the kernel must refuse to read.
     let sent = unsafe { sys::sendto_raw(client, UNMAPPED, 16, 0, None) };

@@ -69,12 +69,8 @@ pub fn run(c: &mut Checker, env: &Env) {
 }
 
 fn recv_calls(c: &mut Checker, env: &Env) {
-    let (client, server) = match crate::pair(env) {
-        Ok(p) => p,
-        Err(e) => {
-            c.check("intr_pair", false, e);
-            return;
-        }
+    let Some((client, server)) = crate::checked_pair(c, env, "intr_pair") else {
+        return;
     };
     // (check, SA_RESTART?, SO_RCVTIMEO in ms (0: none), signals before
     // the byte comes, what recv must give).
@@ -227,12 +223,8 @@ fn connect_calls(c: &mut Checker, env: &Env) {
 
 /// poll, select and epoll_wait are never restarted after a handler.
 fn waits(c: &mut Checker, env: &Env) {
-    let (client, server) = match crate::pair(env) {
-        Ok(p) => p,
-        Err(e) => {
-            c.check("waits_pair", false, e);
-            return;
-        }
+    let Some((client, server)) = crate::checked_pair(c, env, "waits_pair") else {
+        return;
     };
     sys::handle(SIGUSR1, SA_RESTART);
     let wake = move || {

@@ -142,6 +142,12 @@ pub fn pair(env: &Env) -> Result<(i64, i64), String> {
     }
 }
 
+/// `pair`, or a failed check `name` saying why (the caller skips what
+/// needed the pair).
+pub fn checked_pair(c: &mut Checker, env: &Env, name: &str) -> Option<(i64, i64)> {
+    pair(env).map_err(|e| c.check(name, false, e)).ok()
+}
+
 fn main() -> ExitCode {
     let mut args = Args::from_env();
     let env = match setup(&mut args) {

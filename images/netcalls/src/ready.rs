@@ -8,12 +8,8 @@ use image_support::{Checker, show};
 use libc::*;
 
 pub fn run(c: &mut Checker, env: &Env) {
-    let (client, server) = match crate::pair(env) {
-        Ok(p) => p,
-        Err(e) => {
-            c.check("ready_pair", false, e);
-            return;
-        }
+    let Some((client, server)) = crate::checked_pair(c, env, "ready_pair") else {
+        return;
     };
     sys::handle(SIGUSR1, SA_RESTART);
     not_ready(c, server);

@@ -32,18 +32,12 @@ pub fn run(c: &mut Checker, env: &Env) {
 /// ENOTCONN; the next send reports the reset, ECONNRESET) and its peer
 /// sees the connection end; it can connect again.
 fn disconnect(c: &mut Checker, env: &Env) {
-    let (client, server) = match crate::pair(env) {
-        Ok(p) => p,
-        Err(e) => {
-            c.check("disconnect_pair", false, e);
-            return;
-        }
+    let Some((client, server)) = crate::checked_pair(c, env, "disconnect_pair") else {
+        return;
     };
-    let mut unspec = [0u8; 16];
-    unspec[..2].copy_from_slice(&(AF_UNSPEC as u16).to_ne_bytes());
     c.expect_ok(
         "tcp_connect_af_unspec_disconnects",
-        sys::connect(client, &unspec),
+        sys::connect(client, &sys::UNSPEC),
     );
     c.expect_errno(
         "tcp_getpeername_after_disconnect",

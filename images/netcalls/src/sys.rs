@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::SeqCst};
 
 /// An address no program has mapped (Linux keeps the first 64 KiB free).
 pub const UNMAPPED: u64 = 0x1000;
+/// A 16-byte socket address of family `AF_UNSPEC`, every other byte 0.
+pub const UNSPEC: [u8; 16] = [0; 16];
 /// The first byte of the kernel half.
 pub const KERNEL_ADDR: u64 = 0xffff_8000_0000_0000;
 /// The only `sigsetsize` x86_64 Linux accepts.
